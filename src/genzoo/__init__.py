@@ -1,0 +1,21 @@
+"""genzoo: a generative model zoo for PyTorch.
+
+    import genzoo
+    train = genzoo.data.load("digits", split="train")
+    model = genzoo.create("pixelcnn", train.spec)
+    loss = model.loss(train.x[:32])
+    ll = model.log_likelihood(train.x[:32])      # LogLikelihood(nats, kind)
+    genzoo.bits_per_dim(model, train.x[:32])     # BitsPerDim(value, kind)
+"""
+__version__ = "0.1.0"
+
+from . import data
+from .checkpoint import load, save
+from .data.spec import DataSpec, Dataset
+from .errors import GenzooError
+from .evaluate import BitsPerDim, bits_per_dim
+from .models.base import GenerativeModel, LogLikelihood
+from .registry import create, list_models
+
+__all__ = ["__version__", "data", "create", "list_models", "save", "load", "bits_per_dim",
+           "BitsPerDim", "LogLikelihood", "DataSpec", "Dataset", "GenerativeModel", "GenzooError"]

@@ -1,0 +1,100 @@
+"""DataSpec and Dataset: every dataset is a tensor of integer levels.
+
+Convention (DESIGN.md section 2): `x` has shape (N, C, H, W), dtype int64, values in
+{0, ..., K-1} with K = `spec.levels`. Models do their own preprocessing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import GenzooError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape and number of levels of a discrete image: (channels, height, width), K levels."""
+
+    channels: int
+    height: int
+    width: int
+    levels: int
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "height", "width"):
+            if int(getattr(self, name)) < 1:
+                raise GenzooError(f"DataSpec.{name} must be at least 1, got {getattr(self, name)}.")
+        if int(self.levels) < 2:
+            raise GenzooError(f"DataSpec.levels must be at least 2, got {self.levels}.")
+
+    @property
+    def dims(self) -> int:
+        """Number of sub-pixels, C*H*W."""
+        return self.channels * self.height * self.width
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"channels": self.channels, "height": self.height, "width": self.width, "levels": self.levels}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+        try:
+            return cls(int(d["channels"]), int(d["height"]), int(d["width"]), int(d["levels"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise GenzooError(f"a data spec needs integer channels, height, width and levels, got {d!r}.") from e
+
+    def check(self, x: Tensor, what: str = "x") -> None:
+        """Raise a GenzooError unless `x` is a (B, C, H, W) integer tensor of levels in [0, K-1]."""
+        if not isinstance(x, Tensor):
+            raise GenzooError(f"{what} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise GenzooError(f"{what} must have shape (B, {self.channels}, {self.height}, {self.width}), got {tuple(x.shape)}.")
+        if x.dtype.is_floating_point or x.dtype == torch.bool or x.dtype.is_complex:
+            raise GenzooError(f"{what} must hold integer levels (int64), got dtype {x.dtype}.")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.levels - 1):
+            raise GenzooError(f"{what} must hold levels in [0, {self.levels - 1}], got values in [{int(x.min())}, {int(x.max())}].")
+
+
+@dataclass
+class Dataset:
+    """A split of a dataset: levels `x` (N, C, H, W) int64, its `spec`, optional `labels` (N,)."""
+
+    x: Tensor
+    spec: DataSpec
+    labels: Tensor | None = None
+    name: str = ""
+    split: str = "train"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.x = self.x.long()
+        self.spec.check(self.x, f"dataset {self.name!r}")
+        if self.labels is not None and len(self.labels) != len(self.x):
+            raise GenzooError(f"dataset {self.name!r} has {len(self.x)} images but {len(self.labels)} labels.")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.labels is None else int(self.labels.max()) + 1
+
+
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise GenzooError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+
+
+def holdout_split(n: int, split: str, val_fraction: float = 0.1) -> slice:
+    """Train/val rows of a training file: val is its last `val_fraction`, train the rest."""
+    n_val = int(round(n * val_fraction))
+    return slice(0, n - n_val) if split == "train" else slice(n - n_val, n)

@@ -1,0 +1,49 @@
+"""Evaluation shared by every family: bits per dimension (with its kind) and task metrics."""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .errors import GenzooError
+from .models.base import Kind, LogLikelihood
+
+
+class BitsPerDim(NamedTuple):
+    """Mean -log2 P(x) / (C*H*W) over images, and whether it comes from an exact likelihood or a bound."""
+
+    value: float
+    kind: Kind
+
+
+def has_likelihood(model: torch.nn.Module) -> bool:
+    return callable(getattr(model, "log_likelihood", None))
+
+
+@torch.no_grad()
+def log_likelihood_batched(model: torch.nn.Module, x: Tensor, batch_size: int = 256, **options: Any) -> LogLikelihood:
+    """model.log_likelihood over `x` in batches; nats (N,) on the CPU."""
+    if not has_likelihood(model):
+        raise GenzooError(f"model {getattr(model, 'name', type(model).__name__)!r} has no likelihood.")
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    parts, kind = [], None
+    for i in range(0, len(x), batch_size):
+        ll = model.log_likelihood(x[i:i + batch_size].to(device), **options)
+        parts.append(ll.nats.detach().double().cpu())
+        kind = ll.kind
+    return LogLikelihood(torch.cat(parts), kind or "exact")
+
+
+def bits_per_dim(model: torch.nn.Module, x: Tensor, batch_size: int = 256, **options: Any) -> BitsPerDim:
+    """Bits per dimension, -nats / (C*H*W * ln 2) averaged over images, with the likelihood's kind."""
+    ll = log_likelihood_batched(model, x, batch_size, **options)
+    dims = x[0].numel()
+    return BitsPerDim(float(-ll.nats.mean() / (dims * math.log(2))), ll.kind)
+
+
+def psnr(x_hat: Tensor, x: Tensor, levels: int) -> Tensor:
+    """Peak signal-to-noise ratio per image in dB, with the peak at K-1 levels: 10 log10((K-1)^2 / MSE)."""
+    err = (x_hat.double() - x.double()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10((levels - 1) ** 2 / err)

@@ -1,0 +1,76 @@
+"""What every autoregressive model over discrete levels shares: the categorical likelihood of
+per-sub-pixel logits and exact ancestral sampling in raster-then-channel order.
+
+Logits have shape (B, K, C, H, W). log P(x) = sum_i log softmax(logits)_i[x_i], exact by the
+product rule P(x) = prod_i P(x_i | x_<i).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...errors import GenzooError
+
+
+def categorical_log_prob(logits: Tensor, x: Tensor) -> Tensor:
+    """sum over sub-pixels of log softmax(logits)[x]: (B, K, C, H, W), (B, C, H, W) -> (B,)."""
+    return -F.cross_entropy(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def sample_categorical(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """One draw per row of (N, K) logits from softmax(logits / T), by inverting the CDF of a uniform.
+
+    The uniform comes from `generator`, one per row, so any two samplers that compute the same
+    logits draw the same levels.
+    """
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64, device=logits.device)
+    u = u * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).clamp_max(logits.shape[-1] - 1).squeeze(-1)
+
+
+def check_given(given: Tensor | None, n: int, shape: tuple[int, int, int], levels: int) -> Tensor | None:
+    """Validate a completion template: (n, C, H, W) levels, -1 where unknown."""
+    if given is None:
+        return None
+    if not isinstance(given, Tensor) or given.ndim != 4 or tuple(given.shape[1:]) != shape or given.shape[0] != n:
+        got = tuple(given.shape) if isinstance(given, Tensor) else type(given).__name__
+        raise GenzooError(f"given must have shape ({n}, {shape[0]}, {shape[1]}, {shape[2]}) with -1 where unknown, got {got}.")
+    if given.dtype.is_floating_point:
+        raise GenzooError("given must hold integer levels (-1 where unknown).")
+    if given.numel() and (int(given.min()) < -1 or int(given.max()) > levels - 1):
+        raise GenzooError(f"given must hold levels in [0, {levels - 1}] or -1 for unknown pixels.")
+    return given.long()
+
+
+@torch.no_grad()
+def ancestral_sample(logits_fn: Callable[[Tensor, int], Tensor], n: int, shape: tuple[int, int, int],
+                     temperature: float, generator: torch.Generator | None, given: Tensor | None,
+                     device: torch.device) -> Tensor:
+    """Exact sampling x_1 ~ P(x_1), x_2 ~ P(x_2 | x_1), ... in raster order, channels within a pixel.
+
+    `logits_fn(x, row)` returns logits (n, K, C, rows, W) valid at least for rows 0..row given x;
+    known pixels of `given` (>= 0) are kept and skipped.
+    """
+    C, H, W = shape
+    x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
+    known = None
+    if given is not None:
+        given = given.to(device)
+        known = given >= 0
+        x = torch.where(known, given, x)
+    for i in range(H):
+        for j in range(W):
+            for c in range(C):
+                if known is not None and bool(known[:, c, i, j].all()):
+                    continue
+                logits = logits_fn(x, i)[:, :, c, i, j]
+                draw = sample_categorical(logits, temperature, generator)
+                if known is not None:
+                    draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
+                x[:, c, i, j] = draw
+    return x
