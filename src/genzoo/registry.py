@@ -15,6 +15,9 @@ from .models.base import GenerativeModel
 # name -> "module:Class". Ordered by family, as in DESIGN.md.
 _MODELS: dict[str, str] = {
     "pixelcnn": "genzoo.models.autoregressive.pixelcnn:PixelCNN",
+    "ae": "genzoo.models.autoencoders.ae:AE",
+    "dae": "genzoo.models.autoencoders.ae:DenoisingAE",
+    "vae": "genzoo.models.autoencoders.vae:VAE",
     # more families register here
 }
 
