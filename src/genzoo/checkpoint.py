@@ -72,12 +72,15 @@ def load_tensors(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise GenzooError(f"weights file {str(path)!r} does not exist.")
     data = path.read_bytes()
-    if data[:1] == b"\x80" or data[:2] == b"PK":
-        raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; convert it to safetensors.")
-    if len(data) < 9:
-        raise GenzooError(f"{str(path)!r} is truncated: {len(data)} bytes is too short for a safetensors file.")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data) or data[8:9] != b"{":
+    header_ok = False
+    if len(data) >= 9:
+        (n,) = struct.unpack("<Q", data[:8])
+        header_ok = n <= _MAX_HEADER and 8 + n <= len(data) and data[8:9] == b"{"
+    if not header_ok:
+        if data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+            raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; convert it to safetensors.")
+        if len(data) < 9:
+            raise GenzooError(f"{str(path)!r} is truncated: {len(data)} bytes is too short for a safetensors file.")
         raise GenzooError(f"{str(path)!r} is not a valid safetensors file (bad or truncated header).")
     try:
         return st_load(data)
