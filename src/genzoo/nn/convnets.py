@@ -24,18 +24,22 @@ def feature_sizes(height: int, width: int, min_size: int = 4) -> list[tuple[int,
     return sizes
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(channels, 8), channels)
+def group_norm(channels: int, spatial: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups, fewer where a group would hold under 16 values (tiny maps)."""
+    groups = math.gcd(channels, 8)
+    while groups > 1 and (channels // groups) * spatial < 16:
+        groups //= 2
+    return nn.GroupNorm(groups, channels)
 
 
 class ResBlock(nn.Module):
     """x + conv(silu(norm(dropout(conv(silu(norm(x))))))), 3x3 convolutions."""
 
-    def __init__(self, channels: int, dropout: float = 0.0) -> None:
+    def __init__(self, channels: int, spatial: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.norm1 = group_norm(channels)
+        self.norm1 = group_norm(channels, spatial)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm2 = group_norm(channels)
+        self.norm2 = group_norm(channels, spatial)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -63,11 +67,11 @@ class ConvEncoder(nn.Module):
             layers: list[nn.Module] = []
             if i > 0:
                 layers.append(nn.Conv2d(widths[i - 1], ch, 3, stride=2, padding=1))
-            layers.extend(ResBlock(ch, dropout) for _ in range(num_blocks))
+            layers.extend(ResBlock(ch, self.sizes[i][0] * self.sizes[i][1], dropout) for _ in range(num_blocks))
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
         h, w = self.sizes[-1]
-        self.norm = group_norm(widths[-1])
+        self.norm = group_norm(widths[-1], h * w)
         self.output = nn.Linear(widths[-1] * h * w, out_features)
 
     def forward(self, v: Tensor) -> Tensor:
@@ -92,10 +96,10 @@ class ConvDecoder(nn.Module):
             layers: list[nn.Module] = []
             if i > 0:
                 layers.append(nn.Conv2d(widths[i - 1], ch, 3, padding=1))
-            layers.extend(ResBlock(ch, dropout) for _ in range(num_blocks))
+            layers.extend(ResBlock(ch, self.sizes[i][0] * self.sizes[i][1], dropout) for _ in range(num_blocks))
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.norm = group_norm(widths[-1])
+        self.norm = group_norm(widths[-1], height * width)
         self.output = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
         self.first_width = widths[0]
 
