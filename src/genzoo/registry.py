@@ -18,6 +18,9 @@ _MODELS: dict[str, str] = {
     "ae": "genzoo.models.autoencoders.ae:AE",
     "dae": "genzoo.models.autoencoders.ae:DenoisingAE",
     "vae": "genzoo.models.autoencoders.vae:VAE",
+    "vqvae": "genzoo.models.autoencoders.vqvae:VQVAE",
+    "vqvae2": "genzoo.models.autoencoders.vqvae:VQVAE2",
+    "colorization": "genzoo.models.colorization:Colorization",
     # more families register here
 }
 

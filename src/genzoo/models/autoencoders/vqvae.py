@@ -1,0 +1,583 @@
+"""VQ-VAE and VQ-VAE-2: discrete codes from a vector-quantised autoencoder, PixelCNN priors over them.
+
+VQ-VAE (van den Oord et al. 2017): z_e = E(x) on a grid of h x w positions, each replaced by its
+nearest codebook vector, z_q = e_k (genzoo.nn.quantize); the decoder D(z_q) gives a categorical
+distribution over the K levels of every sub-pixel. Training objective (eq. 3, with the negative
+log-likelihood of the categorical decoder as reconstruction term, in nats per dimension):
+
+    loss = -log p(x | z_q) / D + beta ||z_e - sg(e)||^2 [+ ||sg(z_e) - e||^2 when the codebook is loss-trained]
+
+A PixelCNN-family model from the registry (config `prior`, default "pixelcnn") is then fitted to
+the codes of the training images, seen as 1 x h x w images with `num_codes` levels.
+
+VQ-VAE-2 (Razavi et al. 2019): two levels of codes. The bottom encoder maps x to features at the
+bottom grid; the top encoder halves them once more and quantises (top codes); the top codes,
+decoded back to the bottom grid and concatenated with the bottom features, give the bottom codes.
+The decoder sees the bottom codes and the upsampled top codes. Priors: p(top) is a registry model,
+p(bottom | top) a conditional PixelCNN defined here (masked convolutions over the bottom codes,
+the top codes entering every layer unmasked, since they are given).
+
+Grids: `downsamples` = -1 halves the image (rounding up) while the result keeps at least 4 rows
+and columns, at most twice: 8x8 digits -> 4x4 codes (VQ-VAE-2: 4x4 bottom, 2x2 top), 28x28 ->
+7x7 (VQ-VAE-2: 7x7 bottom, 4x4 top).
+
+Training runs in two stages (the trainer's multi-stage hooks): "autoencoder" trains encoder,
+decoder and codebook(s); "prior" trains the prior(s) on the codes of each batch, computed by the
+frozen encoder. The codes are recomputed per batch rather than stored, so resuming needs nothing.
+
+Likelihood: for any fixed code z*, P(x) = sum_z P(x | z) P(z) >= P(x | z*) P(z*), so with the
+categorical decoder log P(x | z_q(x)) + log P_prior(z_q(x)) is a lower bound on the log-probability
+of the discrete image (the bound van den Oord et al. 2017 report in bits/dim); kind "lower_bound".
+Samples draw codes from the priors (with temperature) and decode them to the most probable level
+of every sub-pixel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.spec import DataSpec, Dataset
+from ...data.transforms import to_centered
+from ...errors import GenzooError
+from ...evaluate import psnr
+from ...nn.masked import MaskedConv2d
+from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
+from ...registry import create, make_config, model_class
+from ..autoregressive.common import ancestral_sample, categorical_log_prob
+from ..autoregressive.pixelcnn import ResidualBlock
+from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from .ae import evaluating
+from .common import save_rows
+
+STAGES = ("autoencoder", "prior")
+# Sizes for a prior over a few dozen codes, used where the prior family has these fields and
+# prior_options does not set them (a code grid is far smaller than an image).
+PRIOR_SIZES: dict[str, Any] = {"hidden_channels": 64, "num_blocks": 4, "num_layers": 6, "first_kernel_size": 5,
+                               "output_hidden": 64}
+
+
+# -- the prior's configuration, recorded as text ------------------------------------------------
+def _parse_value(text: str, default: Any, key: str) -> Any:
+    kind = type(default) if default is not dataclasses.MISSING else None
+    try:
+        if kind is bool:
+            if text.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.strip().lower() in ("true", "1")
+        if kind in (int, float, str):
+            return kind(text)
+        if kind is tuple:
+            inner = type(default[0]) if default else int
+            return tuple(inner(v) for v in text.split("|") if v)
+        for convert in (int, float):
+            try:
+                return convert(text)
+            except ValueError:
+                pass
+        return text
+    except ValueError:
+        raise GenzooError(f"prior option {key}={text!r} is not a valid {kind.__name__ if kind else 'value'}.") from None
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "|".join(str(v) for v in value)
+    return str(value)
+
+
+def resolve_prior_options(prior: str, text: str) -> str:
+    """The full config of registry model `prior` with `text` ("field=value,...") applied, as text.
+
+    Fields named in PRIOR_SIZES that `text` leaves out take those sizes. Every field is written
+    out, so a saved VQ-VAE rebuilds the same prior even if the prior's defaults change later.
+    """
+    cls = model_class(prior)
+    if not callable(getattr(cls, "logits", None)) or cls.stages != ("main",):
+        raise GenzooError(f"prior must be an autoregressive model over discrete levels, such as pixelcnn; got {prior!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    overrides: dict[str, Any] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise GenzooError(f"prior_options must be field=value pairs separated by commas, got {item!r}.")
+        if key not in fields:
+            raise GenzooError(f"prior {prior!r} has no config field {key!r}; its fields are: {', '.join(fields)}.")
+        overrides[key] = _parse_value(value.strip(), fields[key].default, key)
+    for key, value in PRIOR_SIZES.items():
+        if key in fields and key not in overrides:
+            overrides[key] = value
+    config = make_config(prior, overrides)
+    return ",".join(f"{f.name}={_format_value(getattr(config, f.name))}" for f in dataclasses.fields(config))
+
+
+def build_prior(prior: str, options: str, spec: DataSpec) -> GenerativeModel:
+    """Registry model `prior` over codes of `spec`, configured by resolved `options`."""
+    fields = {f.name: f for f in dataclasses.fields(model_class(prior).Config)}
+    overrides = {}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key] = _parse_value(value, fields[key].default, key)
+    return create(prior, spec, **overrides)
+
+
+def auto_downsamples(height: int, width: int) -> int:
+    """Halvings (rounding up) that keep at least 4 rows and columns, at most 2."""
+    d, h, w = 0, height, width
+    while d < 2 and min((h + 1) // 2, (w + 1) // 2) >= 4:
+        d, h, w = d + 1, (h + 1) // 2, (w + 1) // 2
+    return d
+
+
+def halve(size: tuple[int, int]) -> tuple[int, int]:
+    return ((size[0] + 1) // 2, (size[1] + 1) // 2)
+
+
+# -- configs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """codebook_update: "ema" (moving averages, codebook a buffer) or "loss" (codebook loss, codebook a parameter).
+
+    downsamples: number of halvings from image to code grid, -1 to choose from the image size.
+    restart_threshold: codes used by fewer than this many vectors per batch (moving average) are
+    restarted at encoder outputs of the batch; 0 turns restarts off.
+    prior: registry name of the autoregressive prior over codes; prior_options: its config fields
+    as "field=value,field=value" (written out in full once the config is built).
+    """
+
+    hidden_channels: int = 64
+    num_blocks: int = 2
+    downsamples: int = -1
+    num_codes: int = 32
+    code_dim: int = 16
+    codebook_update: str = "ema"
+    commitment: float = 0.25
+    decay: float = 0.99
+    restart_threshold: float = 1.0
+    prior: str = "pixelcnn"
+    prior_options: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_channels", "num_blocks", "code_dim"):
+            check_positive(getattr(self, name), name)
+        if self.num_codes < 2:
+            raise GenzooError(f"num_codes must be at least 2, got {self.num_codes!r}.")
+        if self.downsamples < -1:
+            raise GenzooError(f"downsamples must be -1 (from the image size) or at least 0, got {self.downsamples!r}.")
+        if self.codebook_update not in UPDATES:
+            raise GenzooError(f"codebook_update must be one of {', '.join(UPDATES)}, got {self.codebook_update!r}.")
+        check_positive(self.commitment, "commitment", allow_zero=True)
+        check_range(self.decay, "decay", 0.0, 0.9999)
+        check_positive(self.restart_threshold, "restart_threshold", allow_zero=True)
+        object.__setattr__(self, "prior_options", resolve_prior_options(self.prior, self.prior_options))
+
+
+@dataclass(frozen=True)
+class VQVAE2Config(VQVAEConfig):
+    """As VQVAEConfig, for both levels; `prior` is the top prior. The bottom prior p(bottom | top)
+    is the conditional PixelCNN of this module, sized by the bottom_prior_* fields."""
+
+    bottom_prior_channels: int = 64
+    bottom_prior_blocks: int = 4
+    bottom_prior_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self.bottom_prior_channels, "bottom_prior_channels")
+        check_positive(self.bottom_prior_blocks, "bottom_prior_blocks")
+        check_range(self.bottom_prior_dropout, "bottom_prior_dropout", 0.0, 0.99)
+
+
+# -- blocks --------------------------------------------------------------------------------------
+class ResBlock(nn.Module):
+    """x + 1x1(relu(3x3(relu(x)))), the residual block of van den Oord et al. 2017, section 4.1."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.proj(F.relu(self.conv(F.relu(x))))
+
+
+class Downsampler(nn.Module):
+    """(B, C_in, H, W) -> (B, C_out, ceil(H / 2^d), ceil(W / 2^d)): 3x3 conv, d stride-2 convs, residual blocks, 1x1 out."""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, downsamples: int, num_blocks: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
+        for _ in range(downsamples):
+            layers += [nn.ReLU(), nn.Conv2d(hidden, hidden, 3, stride=2, padding=1)]
+        layers += [ResBlock(hidden) for _ in range(num_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(hidden, out_channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Upsampler(nn.Module):
+    """(B, C_in, h, w) -> (B, C_out, *sizes[-1]): 3x3 conv, residual blocks, then for each size in
+    `sizes` nearest-neighbour resizing and a 3x3 conv (odd sizes come back exactly), 3x3 conv out."""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, sizes: list[tuple[int, int]], num_blocks: int) -> None:
+        super().__init__()
+        self.sizes = sizes
+        self.input = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), *[ResBlock(hidden) for _ in range(num_blocks)])
+        self.ups = nn.ModuleList(nn.Conv2d(hidden, hidden, 3, padding=1) for _ in sizes)
+        self.output = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, out_channels, 3, padding=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.input(z)
+        for size, conv in zip(self.sizes, self.ups):
+            h = conv(F.relu(F.interpolate(h, size=size, mode="nearest")))
+        return self.output(h)
+
+
+class ConditionalPixelCNN(nn.Module):
+    """p(k | c) = prod_i p(k_i | k_<i, c): codes k (B, h, w) in raster order, given codes c (B, h', w').
+
+    Masked convolutions (type A first, then PixelCNN residual blocks of type B) over the embedded
+    codes k carry the raster order. The conditioning codes c are embedded, resized to (h, w) with
+    nearest neighbours and passed through two unmasked 3x3 convolutions; the result is added after
+    the first layer and, through a 1x1 projection, after every block. c is given, so every position
+    may see all of it without breaking the order over k.
+    """
+
+    def __init__(self, num_codes: int, cond_codes: int, grid: tuple[int, int], hidden: int, num_blocks: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.num_codes, self.grid = num_codes, grid
+        self.embed = nn.Embedding(num_codes, hidden)
+        self.input = MaskedConv2d("A", hidden, hidden, 5)
+        self.cond_embed = nn.Embedding(cond_codes, hidden)
+        self.cond_net = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, 3, 1, dropout) for _ in range(num_blocks))
+        self.cond_proj = nn.ModuleList(nn.Conv2d(hidden, hidden, 1) for _ in range(num_blocks))
+        self.head = MaskedConv2d("B", hidden, hidden, 1)
+        self.out = MaskedConv2d("B", hidden, num_codes, 1)
+
+    def logits(self, k: Tensor, c: Tensor) -> Tensor:
+        """Scores (B, num_codes, h, w); entry i depends on k only through k_<i."""
+        cond = self.cond_embed(c).permute(0, 3, 1, 2)
+        cond = self.cond_net(F.interpolate(cond, size=k.shape[-2:], mode="nearest"))
+        h = self.input(self.embed(k).permute(0, 3, 1, 2)) + cond
+        for block, proj in zip(self.blocks, self.cond_proj):
+            h = block(h) + proj(cond)
+        return self.out(F.relu(self.head(F.relu(h))))
+
+    def log_prob(self, k: Tensor, c: Tensor) -> Tensor:
+        """log p(k | c) in nats, (B,)."""
+        return categorical_log_prob(self.logits(k, c), k)
+
+    @torch.no_grad()
+    def sample(self, c: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """k ~ p(k | c) ancestrally, (B, h, w)."""
+        def logits_fn(x: Tensor, row: int) -> Tensor:
+            return self.logits(x[:, 0], c).unsqueeze(2)  # (B, K, 1, h, w)
+
+        return ancestral_sample(logits_fn, c.shape[0], (1, *self.grid), temperature, generator, None, c.device)[:, 0]
+
+
+# -- the models ----------------------------------------------------------------------------------
+class _VQModel(GenerativeModel):
+    """What VQ-VAE and VQ-VAE-2 share: stages, the objective, bound, sampling, metrics.
+
+    A subclass defines `levels` (names of its code levels), `quantizers` (one per level),
+    `_forward(v, update) -> (logits, [Quantized])`, `_decode(codes) -> logits`, the priors
+    `_prior_log_probs(codes) -> [nats (B,)]`, `_sample_codes(n, T, generator) -> codes` and
+    `prior_modules` (what the "prior" stage trains). Codes are lists, one (B, h, w) per level.
+    """
+
+    stages: ClassVar[tuple[str, ...]] = STAGES
+    levels: ClassVar[tuple[str, ...]]
+    quantizers: nn.ModuleList
+    prior_modules: tuple[str, ...]
+
+    def __init__(self, spec: DataSpec, config: VQVAEConfig) -> None:
+        super().__init__(spec, config)
+        # The current stage, saved with the weights so a checkpoint's `loss` is the one it trained on.
+        self.register_buffer("stage_index", torch.tensor(0))
+
+    def _quantizer(self) -> VectorQuantizer:
+        c = self.config
+        return VectorQuantizer(c.num_codes, c.code_dim, c.codebook_update, c.decay, c.restart_threshold)
+
+    def _input(self, x: Tensor) -> Tensor:
+        return to_centered(x, self.spec.levels, self.quantizers[0].cluster_size.dtype)
+
+    def _logits_view(self, h: Tensor) -> Tensor:
+        """(B, C*K, H, W) -> (B, K, C, H, W)."""
+        B, _, H, W = h.shape
+        return h.view(B, self.spec.channels, self.spec.levels, H, W).transpose(1, 2)
+
+    def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _decode(self, codes: list[Tensor]) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- stages -------------------------------------------------------------------------------
+    def _check_stage(self, name: str) -> None:
+        if name not in STAGES:
+            raise GenzooError(f"unknown training stage {name!r}; {self.name} has stages {', '.join(STAGES)}.")
+
+    def begin_stage(self, name: str, train_data: Any) -> None:
+        """Switch the objective `loss` computes: the autoencoder's, or the priors' on frozen codes."""
+        self._check_stage(name)
+        self.stage_index.fill_(STAGES.index(name))
+
+    @property
+    def stage(self) -> str:
+        return STAGES[int(self.stage_index)]
+
+    def stage_parameters(self, name: str) -> Iterator[nn.Parameter]:
+        """"autoencoder": encoders, decoder (and a loss-trained codebook); "prior": the priors."""
+        self._check_stage(name)
+        in_prior = tuple(p + "." for p in self.prior_modules)
+        for key, p in self.named_parameters():
+            if key.startswith(in_prior) == (name == "prior"):
+                yield p
+
+    # -- codes ----------------------------------------------------------------------------------
+    def _codes(self, x: Tensor) -> list[Tensor]:
+        return [q.codes for q in self._forward(self._input(x), update=False)[1]]
+
+    def _to_levels(self, logits: Tensor) -> Tensor:
+        """The most probable level of every sub-pixel, (B, C, H, W) int64."""
+        return logits.argmax(1)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """argmax p(x' | z_q(x)): the decoder's most probable levels given the codes of x, int64."""
+        self.check_input(x)
+        with torch.no_grad():
+            return self._to_levels(self._forward(self._input(x), update=False)[0])
+
+    # -- objective --------------------------------------------------------------------------------
+    def loss(self, x: Tensor) -> Tensor:
+        """Stage "autoencoder": -log p(x | z_q) per dimension + beta * commitment (+ codebook loss).
+        Stage "prior": -log p(codes) per code, the codes of x from the frozen encoder."""
+        self.check_input(x)
+        if self.stage == "prior":
+            with torch.no_grad():
+                codes = self._codes(x)
+            nats = sum(lp.sum() for lp in self._prior_log_probs(codes))
+            return -nats / sum(c.numel() for c in codes)
+        update = self.training and torch.is_grad_enabled()
+        logits, quantized = self._forward(self._input(x), update)
+        loss = F.cross_entropy(logits, x)
+        for q in quantized:
+            loss = loss + self.config.commitment * q.commitment
+            if self.config.codebook_update == "loss":
+                loss = loss + q.codebook_loss
+        return loss
+
+    def log_likelihood(self, x: Tensor) -> LogLikelihood:
+        """log p(x | z_q(x)) + log p(z_q(x)) <= log P(x), in nats (B,); kind "lower_bound"."""
+        self.check_input(x)
+        logits, quantized = self._forward(self._input(x), update=False)
+        nats = categorical_log_prob(logits, x)
+        for lp in self._prior_log_probs([q.codes for q in quantized]):
+            nats = nats + lp
+        return LogLikelihood(nats, "lower_bound")
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """Codes drawn from the priors at `temperature`, decoded to the most probable levels."""
+        n = self.check_n(n)
+        temperature = check_temperature(temperature)
+        with evaluating(self):
+            return self._to_levels(self._decode(self._sample_codes(n, temperature, generator)))
+
+    # -- metrics and figures ------------------------------------------------------------------------
+    def task_metrics(self, data: Dataset, generator: torch.Generator | None = None, batch_size: int = 256) -> dict[str, float]:
+        """Reconstruction PSNR (dB, peak K-1), and per code level: the fraction of codes used,
+        the perplexity of code frequencies, the prior's bits per code (log2 num_codes is uniform)."""
+        x_hat, codes, nats = [], [[] for _ in self.levels], [[] for _ in self.levels]
+        with evaluating(self):
+            for i in range(0, len(data.x), batch_size):
+                x = data.x[i:i + batch_size].to(self.device)
+                logits, quantized = self._forward(self._input(x), update=False)
+                x_hat.append(self._to_levels(logits).cpu())
+                level_codes = [q.codes for q in quantized]
+                for j, (c, lp) in enumerate(zip(level_codes, self._prior_log_probs(level_codes))):
+                    codes[j].append(c.cpu())
+                    nats[j].append(lp.double().cpu())
+        metrics = {"psnr": float(psnr(torch.cat(x_hat), data.x, self.spec.levels).mean())}
+        for j, level in enumerate(self.levels):
+            c = torch.cat(codes[j])
+            used, perplexity = self.quantizers[j].usage(c)
+            suffix = f"_{level}" if level else ""
+            metrics[f"codebook_usage{suffix}"] = used
+            metrics[f"perplexity{suffix}"] = perplexity
+            metrics[f"prior_bits_per_code{suffix}"] = float(-torch.cat(nats[j]).sum() / (c.numel() * math.log(2)))
+        return metrics
+
+    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
+                  n: int = 16) -> list[Path]:
+        """reconstructions.png: inputs in the top row, reconstructions from their codes below."""
+        x = data.x[:n]
+        with evaluating(self):
+            x_hat = self.reconstruct(x.to(self.device)).cpu()
+        return [save_rows([x, x_hat], self.spec.levels, Path(out_dir) / "reconstructions.png")]
+
+
+class VQVAE(_VQModel):
+    """VQ-VAE: one grid of codes, a categorical decoder, a PixelCNN-family prior over the codes."""
+
+    name = "vqvae"
+    Config = VQVAEConfig
+    levels: ClassVar[tuple[str, ...]] = ("",)
+    prior_modules = ("prior",)
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
+    tiny: ClassVar[dict[str, Any]] = {
+        "hidden_channels": 8, "num_blocks": 1, "num_codes": 4, "code_dim": 4,
+        "prior_options": "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8",
+    }
+
+    def __init__(self, spec: DataSpec, config: VQVAEConfig) -> None:
+        super().__init__(spec, config)
+        C, H, W = spec.shape
+        d = auto_downsamples(H, W) if config.downsamples == -1 else config.downsamples
+        sizes = [(H, W)]
+        for _ in range(d):
+            sizes.append(halve(sizes[-1]))
+        self.grid = sizes[-1]
+        ch = config.hidden_channels
+        self.encoder = Downsampler(C, ch, config.code_dim, d, config.num_blocks)
+        self.quantizers = nn.ModuleList([self._quantizer()])
+        self.decoder = Upsampler(config.code_dim, ch, C * spec.levels, sizes[-2::-1], config.num_blocks)
+        self.prior = build_prior(config.prior, config.prior_options, DataSpec(1, *self.grid, config.num_codes))
+
+    def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:
+        z_e = self.encoder(v)
+        if update:
+            self.quantizers[0].update(z_e)
+        q = self.quantizers[0](z_e)
+        return self._logits_view(self.decoder(q.z_q)), [q]
+
+    def _decode(self, codes: list[Tensor]) -> Tensor:
+        return self._logits_view(self.decoder(self.quantizers[0].lookup(codes[0])))
+
+    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:
+        return [self.prior.log_likelihood(codes[0][:, None]).nats]
+
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:
+        return [self.prior.sample(n, generator, temperature=temperature)[:, 0]]
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes (B, h, w) int64 of levels x (B, C, H, W)."""
+        self.check_input(x)
+        with torch.no_grad():
+            return self._codes(x)[0]
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """The decoder's most probable levels (B, C, H, W) given codes (B, h, w)."""
+        self._check_codes(codes, self.grid, "codes")
+        with torch.no_grad():
+            return self._to_levels(self._decode([codes]))
+
+    def _check_codes(self, codes: Tensor, grid: tuple[int, int], what: str) -> None:
+        if not isinstance(codes, Tensor) or codes.ndim != 3 or tuple(codes.shape[1:]) != grid or codes.dtype.is_floating_point:
+            got = tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__
+            raise GenzooError(f"{what} must be integer codes of shape (B, {grid[0]}, {grid[1]}), got {got}.")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.num_codes):
+            raise GenzooError(f"{what} must lie in [0, {self.config.num_codes - 1}].")
+
+
+class VQVAE2(VQVAE):
+    """VQ-VAE-2: top and bottom codes, p(top) from the registry, p(bottom | top) a conditional PixelCNN."""
+
+    name = "vqvae2"
+    Config = VQVAE2Config
+    levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
+    prior_modules = ("top_prior", "bottom_prior")
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
+    tiny: ClassVar[dict[str, Any]] = {
+        **VQVAE.tiny, "bottom_prior_channels": 8, "bottom_prior_blocks": 1,
+    }
+
+    def __init__(self, spec: DataSpec, config: VQVAE2Config) -> None:
+        _VQModel.__init__(self, spec, config)
+        C, H, W = spec.shape
+        d = auto_downsamples(H, W) if config.downsamples == -1 else config.downsamples
+        sizes = [(H, W)]
+        for _ in range(d):
+            sizes.append(halve(sizes[-1]))
+        self.grid = sizes[-1]
+        self.top_grid = halve(self.grid)
+        ch, nb, D = config.hidden_channels, config.num_blocks, config.code_dim
+        self.encoder = Downsampler(C, ch, ch, d, nb)                  # x -> bottom features
+        self.top_encoder = Downsampler(ch, ch, D, 1, nb)               # bottom features -> z_e top
+        self.top_decoder = Upsampler(D, ch, ch, [self.grid], nb)       # z_q top -> bottom grid
+        self.bottom_input = nn.Conv2d(2 * ch, D, 1)                    # [features, decoded top] -> z_e bottom
+        self.quantizers = nn.ModuleList([self._quantizer(), self._quantizer()])
+        self.top_upsample = nn.Sequential(nn.Upsample(size=self.grid, mode="nearest"), nn.Conv2d(D, D, 3, padding=1))
+        self.decoder = Upsampler(2 * D, ch, C * spec.levels, sizes[-2::-1], nb)
+        self.top_prior = build_prior(config.prior, config.prior_options, DataSpec(1, *self.top_grid, config.num_codes))
+        self.bottom_prior = ConditionalPixelCNN(config.num_codes, config.num_codes, self.grid,
+                                                config.bottom_prior_channels, config.bottom_prior_blocks,
+                                                config.bottom_prior_dropout)
+
+    def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:
+        quant_top, quant_bottom = self.quantizers
+        h = self.encoder(v)
+        z_e_top = self.top_encoder(h)
+        if update:
+            quant_top.update(z_e_top)
+        q_top = quant_top(z_e_top)
+        z_e_bottom = self.bottom_input(torch.cat([h, self.top_decoder(q_top.z_q)], 1))
+        if update:
+            quant_bottom.update(z_e_bottom)
+        q_bottom = quant_bottom(z_e_bottom)
+        return self._decode_vectors(q_top.z_q, q_bottom.z_q), [q_top, q_bottom]
+
+    def _decode_vectors(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
+        return self._logits_view(self.decoder(torch.cat([z_q_bottom, self.top_upsample(z_q_top)], 1)))
+
+    def _decode(self, codes: list[Tensor]) -> Tensor:
+        top, bottom = codes
+        return self._decode_vectors(self.quantizers[0].lookup(top), self.quantizers[1].lookup(bottom))
+
+    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:
+        top, bottom = codes
+        return [self.top_prior.log_likelihood(top[:, None]).nats, self.bottom_prior.log_prob(bottom, top)]
+
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:
+        top = self.top_prior.sample(n, generator, temperature=temperature)[:, 0]
+        return [top, self.bottom_prior.sample(top, temperature, generator)]
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """(top codes (B, h', w'), bottom codes (B, h, w)), int64, of levels x (B, C, H, W)."""
+        self.check_input(x)
+        with torch.no_grad():
+            top, bottom = self._codes(x)
+        return top, bottom
+
+    def decode(self, codes: tuple[Tensor, Tensor]) -> Tensor:  # type: ignore[override]
+        """The decoder's most probable levels (B, C, H, W) given (top codes, bottom codes)."""
+        if not isinstance(codes, (tuple, list)) or len(codes) != 2:
+            raise GenzooError("codes must be a pair (top codes, bottom codes).")
+        top, bottom = codes
+        self._check_codes(top, self.top_grid, "top codes")
+        self._check_codes(bottom, self.grid, "bottom codes")
+        if len(top) != len(bottom):
+            raise GenzooError(f"top and bottom codes must hold the same number of images, got {len(top)} and {len(bottom)}.")
+        with torch.no_grad():
+            return self._to_levels(self._decode([top, bottom]))
