@@ -21,6 +21,8 @@ _MODELS: dict[str, str] = {
     "vqvae": "genzoo.models.autoencoders.vqvae:VQVAE",
     "vqvae2": "genzoo.models.autoencoders.vqvae:VQVAE2",
     "colorization": "genzoo.models.colorization:Colorization",
+    "realnvp": "genzoo.models.flows.realnvp:RealNVP",
+    "glow": "genzoo.models.flows.glow:Glow",
     # more families register here
 }
 

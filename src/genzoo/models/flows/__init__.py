@@ -1,0 +1,1 @@
+"""Normalizing flows: RealNVP and Glow (exact change of variables, dequantized lower bound)."""
