@@ -15,12 +15,17 @@ from .models.base import GenerativeModel
 # name -> "module:Class". Ordered by family, as in DESIGN.md.
 _MODELS: dict[str, str] = {
     "pixelcnn": "genzoo.models.autoregressive.pixelcnn:PixelCNN",
+    "gated-pixelcnn": "genzoo.models.autoregressive.gated_pixelcnn:GatedPixelCNN",
+    "pixelcnn++": "genzoo.models.autoregressive.pixelcnn_pp:PixelCNNPlusPlus",
     "ae": "genzoo.models.autoencoders.ae:AE",
     "dae": "genzoo.models.autoencoders.ae:DenoisingAE",
     "vae": "genzoo.models.autoencoders.vae:VAE",
     "vqvae": "genzoo.models.autoencoders.vqvae:VQVAE",
     "vqvae2": "genzoo.models.autoencoders.vqvae:VQVAE2",
     "colorization": "genzoo.models.colorization:Colorization",
+    "ddpm": "genzoo.models.diffusion.ddpm:DDPM",
+    "sohl-dickstein": "genzoo.models.diffusion.sohl_dickstein:SohlDickstein",
+    "score-sde": "genzoo.models.diffusion.sde:ScoreSDE",
     "realnvp": "genzoo.models.flows.realnvp:RealNVP",
     "glow": "genzoo.models.flows.glow:Glow",
     # more families register here

@@ -1,0 +1,190 @@
+"""Fast (cached) ancestral sampling for PixelCNN and Gated PixelCNN.
+
+Naive sampling runs the whole network once per sub-pixel: O(D) forward passes over D pixels.
+With masked convolutions the activations at pixel (i, j) depend only on pixels before it, so once
+every channel of (i, j) is drawn they never change again. The cached sampler keeps every layer's
+activation map and, at each step, computes only the new pixel's column of activations through
+all layers, reading its neighbours (above and to the left) from the caches. For the Gated
+PixelCNN the vertical stack is computed one row at a time, once the row is complete.
+Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models".
+
+Within a pixel, channel group g depends only on channels < g of that pixel, so the column
+computed for its last channel is final and is what the caches keep. The draws are those of
+`common.ancestral_sample` (one uniform per row of the batch per sub-pixel step, none where every
+pixel of the step is given), so cached and naive samples are the same for the same generator.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .common import sample_categorical
+
+
+class Stepper(Protocol):
+    def start(self, x: Tensor) -> None: ...            # build the caches from the initial levels
+    def begin_row(self, i: int) -> None: ...           # before the first pixel of row i
+    def column(self, i: int, j: int) -> Tensor: ...    # logits (n, K, C) at (i, j); updates caches
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None: ...
+
+
+@torch.no_grad()
+def cached_ancestral_sample(stepper: Stepper, n: int, shape: tuple[int, int, int], temperature: float,
+                            generator: torch.Generator | None, given: Tensor | None, device: torch.device) -> Tensor:
+    """Exact sampling in raster order, channels within a pixel, computing one column per step."""
+    C, H, W = shape
+    x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
+    known = None
+    if given is not None:
+        given = given.to(device)
+        known = given >= 0
+        x = torch.where(known, given, x)
+    stepper.start(x)
+    for i in range(H):
+        stepper.begin_row(i)
+        for j in range(W):
+            for c in range(C):
+                skip = known is not None and bool(known[:, c, i, j].all())
+                if skip and c < C - 1:
+                    continue
+                logits = stepper.column(i, j)  # computed at the last channel even when given: it fills the caches
+                if skip:
+                    continue
+                draw = sample_categorical(logits[:, :, c], temperature, generator)
+                if known is not None:
+                    draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
+                x[:, c, i, j] = draw
+                stepper.set_level(i, j, c, draw)
+    return x
+
+
+def _levels_to_input(level: Tensor, levels: int, dtype: torch.dtype) -> Tensor:
+    """The network input of a level, as the models' `features` compute it: 2k/(K-1) - 1."""
+    return level.to(dtype) * (2.0 / (levels - 1)) - 1.0
+
+
+class PixelCNNStepper:
+    """Column-at-a-time PixelCNN: per layer, the upper half (rows i-p..i) of its kxk window."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.C, self.K = model.spec.channels, model.spec.levels
+
+        def upper(conv) -> tuple[Tensor, Tensor | None, int]:
+            k = conv.kernel_size[0]
+            return (conv.weight * conv.mask)[:, :, : k // 2 + 1].flatten(1), conv.bias, k
+
+        def one(conv) -> tuple[Tensor, Tensor | None]:
+            return (conv.weight * conv.mask).flatten(1), conv.bias
+
+        self.w_in, self.b_in, self.k_in = upper(model.input)
+        self.blocks = [(one(b.reduce), upper(b.conv), one(b.expand)) for b in model.blocks]
+        self.head, self.out = one(model.head), one(model.out)
+
+    def start(self, x: Tensor) -> None:
+        n, _, H, W = x.shape
+        p = self.k_in // 2
+        self.n = n
+        self.inp = F.pad(self.model.features(x), (p, p, p, 0))  # zero rows above, zero columns at the sides
+        self.caches = []
+        for _, (w, _, k), _ in self.blocks:
+            q = k // 2
+            self.caches.append(x.new_zeros(n, w.shape[1] // ((q + 1) * k), H + q, W + 2 * q, dtype=self.inp.dtype))
+
+    def begin_row(self, i: int) -> None:
+        pass
+
+    def column(self, i: int, j: int) -> Tensor:
+        n, k = self.n, self.k_in
+        h = F.linear(self.inp[:, :, i: i + k // 2 + 1, j: j + k].reshape(n, -1), self.w_in, self.b_in)
+        for ((w1, b1), (wk, bk, kk), (w2, b2)), cache in zip(self.blocks, self.caches):
+            q = kk // 2
+            cache[:, :, i + q, j + q] = F.relu(F.linear(F.relu(h), w1, b1))
+            a = F.linear(cache[:, :, i: i + q + 1, j: j + kk].reshape(n, -1), wk, bk)
+            h = h + F.linear(F.relu(a), w2, b2)
+        o = F.linear(F.relu(F.linear(F.relu(h), *self.head)), *self.out)
+        return o.view(n, self.C, self.K).transpose(1, 2)  # (n, K, C)
+
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
+        p = self.k_in // 2
+        self.inp[:, c, i + p, j + p] = _levels_to_input(level, self.K, self.inp.dtype)
+
+
+class GatedPixelCNNStepper:
+    """Gated PixelCNN one row of the vertical stack and one column of the horizontal stack at a time."""
+
+    def __init__(self, model, labels: Tensor | None) -> None:
+        from .gated_pixelcnn import gate
+
+        self.gate = gate
+        self.model = model
+        self.C, self.K = model.spec.channels, model.spec.levels
+        self.layers = list(model.layers)
+        self.h_weights = [(layer.h_conv.masked_weight().flatten(1), layer.h_conv.bias) for layer in self.layers]
+        self.h_out = [None if layer.h_out is None else (layer.h_out.masked_weight().flatten(1), layer.h_out.bias)
+                      for layer in self.layers]
+        self.head = ((model.head.weight * model.head.mask).flatten(1), model.head.bias)
+        self.out = ((model.out.weight * model.out.mask).flatten(1), model.out.bias)
+        self.v_embed = [None if layer.v_embed is None else layer.v_embed(labels) for layer in self.layers]
+        self.h_embed = [None if layer.h_embed is None else layer.h_embed(labels) for layer in self.layers]
+
+    def start(self, x: Tensor) -> None:
+        n, _, H, W = x.shape
+        self.n, self.W = n, W
+        p0 = self.layers[0].v_conv.p
+        self.inp = F.pad(self.model.features(x), (p0, p0, p0, 0))
+        dtype = self.inp.dtype
+        hidden = self.model.config.hidden_channels
+        # v_in[l], h_in[l]: the inputs of layer l >= 1, padded as its convolutions need.
+        self.v_in: list[Tensor | None] = [None]
+        self.h_in: list[Tensor | None] = [None]
+        for layer in self.layers[1:]:
+            p = layer.v_conv.p
+            self.v_in.append(x.new_zeros(n, hidden, H + p, W + 2 * p, dtype=dtype))
+            self.h_in.append(x.new_zeros(n, hidden, H, W + p, dtype=dtype))
+        # links[l][:, :, i]: down_shift(link(v_pre)) of layer l at row i (row 0 stays zero).
+        self.links = [x.new_zeros(n, 2 * hidden, H, W, dtype=dtype) for _ in self.layers]
+
+    def begin_row(self, i: int) -> None:
+        """Row i - 1 is complete: compute its vertical stack, whose link row i will read."""
+        if i == 0:
+            return
+        r, W = i - 1, self.W
+        for l, layer in enumerate(self.layers):
+            p = layer.v_conv.p
+            src = self.inp if l == 0 else self.v_in[l]
+            v_pre = F.conv2d(src[:, :, r: r + p + 1], layer.v_conv.weight, layer.v_conv.bias)  # (n, 2h, 1, W)
+            self.links[l][:, :, i] = layer.link(v_pre)[:, :, 0]
+            if self.v_embed[l] is not None:
+                v_pre = v_pre + self.v_embed[l][:, :, None, None]
+            if l + 1 < len(self.layers):
+                q = self.layers[l + 1].v_conv.p
+                self.v_in[l + 1][:, :, r + q, q: q + W] = self.gate(v_pre)[:, :, 0]
+
+    def column(self, i: int, j: int) -> Tensor:
+        n = self.n
+        h = None
+        for l, layer in enumerate(self.layers):
+            p = layer.h_conv.p
+            if l == 0:
+                q = layer.v_conv.p  # the input is padded by the first vertical kernel's half-width
+                win = self.inp[:, :, i + q, j + q - p: j + q + 1]
+            else:
+                win = self.h_in[l][:, :, i, j: j + p + 1]
+            h_pre = F.linear(win.reshape(n, -1), *self.h_weights[l]) + self.links[l][:, :, i, j]
+            if self.h_embed[l] is not None:
+                h_pre = h_pre + self.h_embed[l]
+            g = self.gate(h_pre)
+            h = g if self.h_out[l] is None else h + F.linear(g, *self.h_out[l])
+            if l + 1 < len(self.layers):
+                q = self.layers[l + 1].h_conv.p
+                self.h_in[l + 1][:, :, i, j + q] = h
+        o = F.linear(F.relu(F.linear(F.relu(h), *self.head)), *self.out)
+        return o.view(n, self.C, self.K).transpose(1, 2)  # (n, K, C)
+
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
+        q = self.layers[0].v_conv.p
+        self.inp[:, c, i + q, j + q] = _levels_to_input(level, self.K, self.inp.dtype)
