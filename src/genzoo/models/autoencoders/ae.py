@@ -28,8 +28,8 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...evaluate import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
+from ...viz import save_rows
 from ..base import GenerativeModel, check_positive, check_range, check_temperature
-from .common import save_rows
 
 CORRUPTIONS = ("gaussian", "mask", "salt_pepper")
 
@@ -204,7 +204,7 @@ class AE(GenerativeModel):
         x = data.x[:n]
         with evaluating(self):
             x_hat = self.reconstruct(x.to(self.device)).cpu()
-        return [save_rows([x, x_hat], self.spec.levels, Path(out_dir) / "reconstructions.png")]
+        return [save_rows([x, x_hat], self.spec, Path(out_dir) / "reconstructions.png")]
 
 
 class DenoisingAE(AE):
@@ -261,4 +261,4 @@ class DenoisingAE(AE):
         with evaluating(self):
             x_noisy = self.corrupt(x, generator)
             x_hat = self.reconstruct(x_noisy.to(self.device)).cpu()
-        return [save_rows([x, x_noisy, x_hat], self.spec.levels, Path(out_dir) / "denoising.png")]
+        return [save_rows([x, x_noisy, x_hat], self.spec, Path(out_dir) / "denoising.png")]

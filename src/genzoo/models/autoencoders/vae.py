@@ -28,10 +28,10 @@ from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
 from ...evaluate import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
+from ...viz import save_rows
 from ..autoregressive.common import categorical_log_prob, sample_categorical
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
 from .ae import evaluating
-from .common import save_rows
 
 # Most decoder rows (images x importance samples) evaluated at once by log_likelihood.
 MAX_DECODER_ROWS = 4096
@@ -183,18 +183,21 @@ class VAE(GenerativeModel):
 
     # -- metrics and figures ------------------------------------------------------------------
     def task_metrics(self, data: Dataset, generator: torch.Generator | None = None) -> dict[str, float]:
-        """Mean KL(q(z | x) || p(z)) in nats, active latent units (Var_x E_q[z_j] > 0.01,
-        Burda et al. 2016), and the PSNR (dB) of the most probable reconstruction."""
+        """The ELBO in bits/dim (whatever --num-samples the main bound uses), the mean
+        KL(q(z | x) || p(z)) in nats, active latent units (Var_x E_q[z_j] > 0.01, Burda et al.
+        2016), and the PSNR (dB) of the most probable reconstruction."""
         with evaluating(self):
-            mus, kls, recs = [], [], []
+            mus, kls, recs, elbos = [], [], [], []
             for i in range(0, len(data.x), 256):
                 x = data.x[i:i + 256].to(self.device)
                 mu, log_var = self.encode(x)
                 mus.append(mu.cpu())
                 kls.append(gaussian_kl(mu, log_var).sum(1).cpu())
                 recs.append(self.decode(mu).argmax(1).cpu())
+                elbos.append(self.log_likelihood(x, 1, generator).nats.double().cpu())
         mu = torch.cat(mus)
-        return {"kl_nats": float(torch.cat(kls).mean()),
+        return {"elbo_bits_per_dim": float(-torch.cat(elbos).mean() / (self.spec.dims * math.log(2))),
+                "kl_nats": float(torch.cat(kls).mean()),
                 "active_units": float((mu.var(0) > 0.01).sum()) if len(mu) > 1 else 0.0,
                 "psnr": float(psnr(torch.cat(recs), data.x, self.spec.levels).mean())}
 
@@ -206,10 +209,10 @@ class VAE(GenerativeModel):
         x = data.x[:n].to(self.device)
         with evaluating(self):
             x_hat = self.reconstruct(x)
-        paths = [save_rows([x.cpu(), x_hat.cpu()], self.spec.levels, out_dir / "reconstructions.png")]
+        paths = [save_rows([x.cpu(), x_hat.cpu()], self.spec, out_dir / "reconstructions.png")]
         pairs = max(1, min(8, len(data.x) // 2))
         idx = torch.randperm(len(data.x), generator=generator)[: 2 * pairs] if len(data.x) >= 2 else torch.zeros(2, dtype=torch.long)
         x_a, x_b = data.x[idx[:pairs]].to(self.device), data.x[idx[pairs:2 * pairs]].to(self.device)
         grid = self.interpolate(x_a, x_b, steps).cpu()
-        paths.append(save_rows(list(grid), self.spec.levels, out_dir / "interpolation.png"))
+        paths.append(save_rows(list(grid), self.spec, out_dir / "interpolation.png"))
         return paths
