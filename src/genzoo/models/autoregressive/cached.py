@@ -157,9 +157,9 @@ class GatedPixelCNNStepper:
             p = layer.v_conv.p
             src = self.inp if l == 0 else self.v_in[l]
             v_pre = F.conv2d(src[:, :, r: r + p + 1], layer.v_conv.weight, layer.v_conv.bias)  # (n, 2h, 1, W)
-            self.links[l][:, :, i] = layer.link(v_pre)[:, :, 0]
             if self.v_embed[l] is not None:
                 v_pre = v_pre + self.v_embed[l][:, :, None, None]
+            self.links[l][:, :, i] = layer.link(v_pre)[:, :, 0]
             if l + 1 < len(self.layers):
                 q = self.layers[l + 1].v_conv.p
                 self.v_in[l + 1][:, :, r + q, q: q + W] = self.gate(v_pre)[:, :, 0]

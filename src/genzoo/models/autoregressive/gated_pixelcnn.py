@@ -11,7 +11,8 @@ with s = down_shift(vertical pre-activation), so row i of the horizontal stack s
 through the vertical stack and row i left of (and, by channel group, at) its pixel through the
 horizontal stack. van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders",
 section 2 and figure 2. log_likelihood is exact, in nats; loss is its negative mean per dimension.
-Unconditional by default (num_classes = 0); with classes, loss / log_likelihood / sample take labels.
+Unconditional by default (num_classes = 0, labels ignored); with classes, loss and log_likelihood
+need the labels, and sample draws the classes it is given.
 """
 from __future__ import annotations
 
@@ -77,16 +78,17 @@ class GatedLayer(nn.Module):
         self.v_embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None
         self.h_embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None
 
-    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None, last: bool = False) -> tuple[Tensor | None, Tensor]:
+        """(v, h) -> (v', h'); the last layer's v' feeds nothing and is not computed (None)."""
         v_pre = self.v_conv(v)
-        h_pre = self.h_conv(h) + down_shift(self.link(v_pre))
         if self.v_embed is not None:
             v_pre = v_pre + self.v_embed(labels)[:, :, None, None]
+        h_pre = self.h_conv(h) + down_shift(self.link(v_pre))
+        if self.h_embed is not None:
             h_pre = h_pre + self.h_embed(labels)[:, :, None, None]
-        v_new = gate(v_pre)
         g = gate(h_pre)
         h_new = g if self.h_out is None else h + self.h_out(self.dropout(g))
-        return v_new, h_new
+        return (None if last else gate(v_pre)), h_new
 
 
 class GatedPixelCNN(GenerativeModel):
@@ -122,24 +124,20 @@ class GatedPixelCNN(GenerativeModel):
         v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
-    def check_labels(self, labels: Tensor | int | None, n: int, required: bool) -> Tensor | None:
-        """Labels (n,) int64 in [0, num_classes) for a conditional model; None for an unconditional one."""
+    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """Labels (n,) int64 in [0, num_classes) for a conditional model; None for an unconditional one,
+        which ignores any labels it is given (so one training loop can pass a dataset's labels to both)."""
         num_classes = self.config.num_classes
         if num_classes == 0:
-            if labels is not None:
-                raise GenzooError("this model is unconditional (num_classes = 0); it takes no labels.")
             return None
         if labels is None:
-            if required:
-                raise GenzooError(f"this model is conditioned on {num_classes} classes; pass labels of shape ({n},).")
-            return torch.arange(n, device=self.device) % num_classes
-        if isinstance(labels, int) and not isinstance(labels, bool):
-            labels = torch.full((n,), labels, dtype=torch.long, device=self.device)
-        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point:
+            raise GenzooError(f"this model is conditioned on {num_classes} classes; pass labels of shape ({n},).")
+        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
             raise GenzooError(f"labels must be {n} integer class indices, shape ({n},), got {got}.")
         if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise GenzooError(f"labels must lie in [0, {num_classes - 1}].")
+            raise GenzooError(f"labels must lie in [0, {num_classes - 1}] (num_classes = {num_classes}), "
+                              f"got values in [{int(labels.min())}, {int(labels.max())}].")
         return labels.long().to(self.device)
 
     # -- the network --------------------------------------------------------------------------
@@ -149,13 +147,13 @@ class GatedPixelCNN(GenerativeModel):
             self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
             raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), got {tuple(x.shape)}.")
-        return self._logits(x, self.check_labels(labels, x.shape[0], required=True))
+        return self._logits(x, self.check_labels(labels, x.shape[0]))
 
     def _logits(self, x: Tensor, labels: Tensor | None) -> Tensor:
         """logits() without input checks."""
         v = h = self.features(x)
-        for layer in self.layers:
-            v, h = layer(v, h, labels)
+        for l, layer in enumerate(self.layers):
+            v, h = layer(v, h, labels, last=l == len(self.layers) - 1)
         h = self.out(F.relu(self.head(F.relu(h))))
         B, _, H, W = h.shape
         C, K = self.spec.channels, self.spec.levels
@@ -174,19 +172,25 @@ class GatedPixelCNN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               cache: bool = True, given: Tensor | None = None, labels: Tensor | int | None = None) -> Tensor:
+               cache: bool = True, given: Tensor | None = None, label: int | None = None,
+               labels: Tensor | None = None) -> Tensor:
         """Exact ancestral sampling from softmax(logits / temperature), sub-pixel by sub-pixel.
 
-        `given` (n, C, H, W) holds known levels and -1 where unknown. `labels`: for a conditional
-        model, one class per sample, or one int for all (default: classes 0, 1, ... in turn).
-        With `cache`, each step computes only the new pixel's column of the horizontal stack and,
-        once per row, one row of the vertical stack, from cached activations (Ramachandran et al.
-        2017); the samples are the same as without.
+        `given` (n, C, H, W) holds known levels and -1 where unknown. A conditional model draws
+        class `label` for every sample, or `labels` (n,) one per sample, or by default the classes
+        0, 1, 2, ... in turn. With `cache`, each step computes only the new pixel's column of the
+        horizontal stack and, once per row, one row of the vertical stack, from cached activations
+        (Ramachandran et al. 2017); the samples are the same as without.
         """
         n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
-        labels = self.check_labels(labels, n, required=False)
+        if self.config.num_classes and labels is None:
+            if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+                raise GenzooError(f"label must be an integer class index, got {label!r}.")
+            labels = (torch.full((n,), label, dtype=torch.long) if label is not None
+                      else torch.arange(n) % self.config.num_classes)
+        labels = self.check_labels(labels, n)
         was_training = self.training
         self.eval()
         try:
