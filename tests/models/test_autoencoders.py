@@ -46,9 +46,10 @@ def all_images(spec: DataSpec) -> torch.Tensor:
     return grids.view(-1, *spec.shape)
 
 
-def test_vae_marginal_is_a_distribution_over_discrete_images_and_bounds_sit_below_it():
+@pytest.mark.parametrize("decoder", ["categorical", "logistic"])
+def test_vae_marginal_is_a_distribution_over_discrete_images_and_bounds_sit_below_it(decoder):
     spec = DataSpec(1, 1, 2, 3)
-    model = tiny("vae", spec, latent_dim=1)
+    model = tiny("vae", spec, latent_dim=1, decoder=decoder)
     x = all_images(spec)  # all 9 images
     log_p = exact_log_likelihood(model, x)
     torch.testing.assert_close(log_p.exp().sum(), torch.tensor(1.0, dtype=torch.float64), atol=1e-6, rtol=0)
@@ -95,14 +96,20 @@ def test_vae_analytic_kl_matches_monte_carlo():
     assert (gaussian_kl(torch.zeros(4), torch.zeros(4)) == 0).all()
 
 
-def test_vae_decoder_probabilities_sum_to_one_per_pixel():
-    model = tiny("vae")
+@pytest.mark.parametrize("decoder, spec", [("categorical", DIGITS), ("logistic", DIGITS),
+                                           ("logistic", DataSpec(3, 4, 4, 256))])
+def test_vae_decoder_probabilities_sum_to_one_per_pixel(decoder, spec):
+    model = tiny("vae", spec, decoder=decoder)
+    with torch.no_grad():
+        for p in model.decoder.output.parameters():  # spread the scales from sharp to flat
+            p.mul_(20.0)
     z = torch.randn(5, 3, dtype=torch.float64)
-    logits = model.decode(z)
-    assert logits.shape == (5, 17, 1, 8, 8)
-    torch.testing.assert_close(logits.softmax(1).sum(1), torch.ones(5, 1, 8, 8, dtype=torch.float64))
-    x = random_levels(5, DIGITS)
-    picked = logits.log_softmax(1).gather(1, x[:, None]).flatten(1).sum(1)
+    log_probs = model.decode(z)
+    assert log_probs.shape == (5, spec.levels, *spec.shape)
+    torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(5, *spec.shape, dtype=torch.float64))
+    assert torch.isfinite(log_probs).all()
+    x = random_levels(5, spec)
+    picked = log_probs.gather(1, x[:, None]).flatten(1).sum(1)
     torch.testing.assert_close(model.decoder_log_prob(x, z), picked)
 
 
@@ -119,7 +126,8 @@ def test_vae_temperature_scales_the_prior():
     model = tiny("vae")
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     cold = model.sample(4, g1, temperature=1e-9, greedy=True)
-    mode = model.decode(torch.zeros(1, 3, dtype=torch.float64)).argmax(1).expand(4, -1, -1, -1)
+    with torch.no_grad():
+        mode = model.decode(torch.zeros(1, 3, dtype=torch.float64)).argmax(1).expand(4, -1, -1, -1)
     assert torch.equal(cold, mode)
     hot = model.sample(200, g2, temperature=1.0)
     assert hot.dtype == torch.int64 and 0 <= int(hot.min()) and int(hot.max()) <= 16
@@ -190,7 +198,8 @@ def test_bad_dae_config_is_one_clear_sentence(overrides, field):
     assert field in msg and "\n" not in msg and msg.endswith(".")
 
 
-@pytest.mark.parametrize("overrides, field", [({"beta": -1.0}, "beta"), ({"free_bits": -0.5}, "free_bits")])
+@pytest.mark.parametrize("overrides, field", [({"beta": -1.0}, "beta"), ({"free_bits": -0.5}, "free_bits"),
+                                             ({"decoder": "gaussian"}, "decoder")])
 def test_bad_vae_config_is_one_clear_sentence(overrides, field):
     with pytest.raises(GenzooError, match=field):
         genzoo.create("vae", DIGITS, **overrides)
@@ -247,9 +256,9 @@ def test_reconstruct_returns_levels():
 
 
 def test_models_work_on_odd_and_one_pixel_sizes():
-    for spec in (DataSpec(1, 28, 28, 256), DataSpec(2, 1, 1, 256), DataSpec(3, 5, 7, 4)):
-        for name in ("ae", "dae", "vae"):
-            model = genzoo.create(name, spec, latent_dim=2, hidden_channels=8)
+    for spec in (DataSpec(1, 13, 11, 256), DataSpec(2, 1, 1, 256), DataSpec(3, 5, 7, 4)):
+        for name, extra in (("ae", {}), ("dae", {}), ("vae", {}), ("vae", {"decoder": "logistic"})):
+            model = genzoo.create(name, spec, latent_dim=2, hidden_channels=8, **extra)
             x = random_levels(2, spec)
             assert torch.isfinite(model.loss(x))
             assert model.sample(2).shape == (2, *spec.shape)

@@ -89,7 +89,7 @@ class AE(GenerativeModel):
 
     name = "ae"
     Config = AEConfig
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 3000, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
     tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def __init__(self, spec: DataSpec, config: AEConfig) -> None:

@@ -1,9 +1,11 @@
-"""Variational autoencoder with a categorical decoder over the K levels: ELBO and IWAE bounds.
+"""Variational autoencoder with a decoder over the K discrete levels: ELBO and IWAE bounds.
 
 Encoder q(z | x) = N(mu(x), diag sigma^2(x)), z = mu + sigma * eps (reparameterization); prior
-p(z) = N(0, I); decoder p(x | z) = prod_i Cat(x_i; softmax(logits_i(z))), one K-way distribution
-per sub-pixel, so p(x | z) is a probability of the *discrete* image and the bounds below are true
-lower bounds on log P(x). Kingma & Welling 2014.
+p(z) = N(0, I). The decoder p(x | z) = prod_i p(x_i | z) gives each sub-pixel a distribution over
+its K levels -- "categorical": softmax of K logits; "logistic": a discretized logistic
+(Salimans et al. 2017), the mass of Logistic(m_i, s_i) over the bin of each level in [-1, 1],
+with the tails folded into levels 0 and K-1 -- so p(x | z) is a probability of the *discrete*
+image and the bounds below are true lower bounds on log P(x). Kingma & Welling 2014.
 
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || N(0, I))  <=  log P(x)
     KL      = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)                    (analytic)
@@ -33,8 +35,10 @@ from ..autoregressive.common import categorical_log_prob, sample_categorical
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
 from .ae import evaluating
 
-# Most decoder rows (images x importance samples) evaluated at once by log_likelihood.
-MAX_DECODER_ROWS = 4096
+# Most decoder output values (images x importance samples x outputs per image) held at once
+# by log_likelihood.
+MAX_DECODER_VALUES = 2 ** 23
+DECODERS = ("categorical", "logistic")
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,16 @@ class VAEConfig:
     2016). Neither changes the reported bounds."""
 
     latent_dim: int = 16
-    hidden_channels: int = 64
-    num_blocks: int = 2
+    hidden_channels: int = 32
+    num_blocks: int = 1
     dropout: float = 0.1
     beta: float = 1.0
     free_bits: float = 0.0
+    decoder: str = "categorical"
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise GenzooError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
         for name in ("latent_dim", "hidden_channels", "num_blocks"):
             check_positive(getattr(self, name), name)
         check_range(self.dropout, "dropout", 0.0, 0.99)
@@ -63,6 +70,22 @@ def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
 
 
+def discretized_logistic_log_prob(x: Tensor, m: Tensor, log_s: Tensor, levels: int) -> Tensor:
+    """log P(x) of levels x under Logistic(m, exp(log_s)) discretized on [-1, 1], elementwise.
+
+    Level k has centre c = 2k/(K-1) - 1 and bin [c - d, c + d], d = 1/(K-1); level 0 takes
+    (-inf, c + d] and level K-1 takes [c - d, inf), so the K probabilities sum to one. With
+    a = (c + d - m)/s > b = (c - d - m)/s, sigmoid(a) - sigmoid(b) = (e^a - e^b) / ((1 + e^a)(1 + e^b)),
+    whose log a + log(1 - e^(b-a)) - softplus(a) - softplus(b) is stable everywhere.
+    """
+    c = x.to(m.dtype) * (2.0 / (levels - 1)) - 1.0
+    inv_s = torch.exp(-log_s)
+    a = (c + 1.0 / (levels - 1) - m) * inv_s
+    b = (c - 1.0 / (levels - 1) - m) * inv_s
+    middle = a + torch.log(-torch.expm1(b - a)) - F.softplus(a) - F.softplus(b)
+    return torch.where(x == 0, -F.softplus(-a), torch.where(x == levels - 1, -F.softplus(b), middle))
+
+
 def normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     """log N(z; mu, diag exp(log_var)) summed over the last dimension."""
     return -0.5 * ((z - mu).pow(2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
@@ -73,7 +96,7 @@ class VAE(GenerativeModel):
 
     name = "vae"
     Config = VAEConfig
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 4000, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
     tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def __init__(self, spec: DataSpec, config: VAEConfig) -> None:
@@ -81,7 +104,8 @@ class VAE(GenerativeModel):
         C, H, W = spec.shape
         L, ch, nb = config.latent_dim, config.hidden_channels, config.num_blocks
         self.encoder = ConvEncoder(C, H, W, ch, 2 * L, nb, config.dropout)
-        self.decoder = ConvDecoder(L, C * spec.levels, H, W, ch, nb, config.dropout)
+        outputs = C * spec.levels if config.decoder == "categorical" else 2 * C
+        self.decoder = ConvDecoder(L, outputs, H, W, ch, nb, config.dropout)
 
     # -- q(z | x) and p(x | z) ----------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,17 +115,30 @@ class VAE(GenerativeModel):
         mu, log_var = self.encoder(v).chunk(2, dim=1)
         return mu, log_var
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Decoder logits (B, K, C, H, W): p(x_i | z) = softmax over the K levels of sub-pixel i."""
+    def _decoder_output(self, z: Tensor) -> Tensor:
+        """Categorical: logits (B, K, C, H, W); logistic: (m, log_s) stacked as (B, 2, C, H, W)."""
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise GenzooError(f"z must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}.")
         C, H, W = self.spec.shape
         h = self.decoder(z)
-        return h.view(z.shape[0], C, self.spec.levels, H, W).transpose(1, 2)
+        per_channel = self.spec.levels if self.config.decoder == "categorical" else 2
+        return h.view(z.shape[0], C, per_channel, H, W).transpose(1, 2)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """log p(x_i = k | z) for every level k: (B, K, C, H, W); it sums to one over k."""
+        out = self._decoder_output(z)
+        if self.config.decoder == "categorical":
+            return out.log_softmax(1)
+        k = torch.arange(self.spec.levels, device=z.device).view(1, -1, 1, 1, 1)
+        return discretized_logistic_log_prob(k, out[:, :1], out[:, 1:2].clamp_min(-7.0), self.spec.levels)
 
     def decoder_log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x | z) in nats, (B,), of levels x (B, C, H, W) given codes z (B, L)."""
-        return categorical_log_prob(self.decode(z), x)
+        out = self._decoder_output(z)
+        if self.config.decoder == "categorical":
+            return categorical_log_prob(out, x)
+        lp = discretized_logistic_log_prob(x, out[:, 0], out[:, 1].clamp_min(-7.0), self.spec.levels)
+        return lp.flatten(1).sum(1)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The most probable levels under p(x | z = mu(x)), int64 (B, C, H, W)."""
@@ -122,7 +159,7 @@ class VAE(GenerativeModel):
     def log_likelihood(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats, (B,): the ELBO (analytic KL) for num_samples = 1, else
         the importance-weighted bound IWAE_k = log 1/k sum_i p(x | z_i) p(z_i) / q(z_i | x).
-        The k samples are decoded in chunks of at most MAX_DECODER_ROWS images."""
+        The k samples are decoded in chunks of at most MAX_DECODER_VALUES decoder outputs."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise GenzooError(f"num_samples must be a positive integer, got {num_samples!r}.")
         mu, log_var = self.encode(x)
@@ -132,7 +169,8 @@ class VAE(GenerativeModel):
             eps = torch.randn(B, L, generator=generator, dtype=mu.dtype, device=mu.device)
             elbo = self.decoder_log_prob(x, mu + std * eps) - gaussian_kl(mu, log_var).sum(1)
             return LogLikelihood(elbo, "lower_bound")
-        chunk = max(1, MAX_DECODER_ROWS // B)
+        per_image = self.decoder.output.out_channels * self.spec.height * self.spec.width
+        chunk = max(1, MAX_DECODER_VALUES // (B * per_image))
         log_w = []
         for start in range(0, num_samples, chunk):
             k = min(chunk, num_samples - start)
@@ -158,7 +196,8 @@ class VAE(GenerativeModel):
             return self._draw(self.decode(z), generator, greedy)
 
     def _draw(self, logits: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
-        """Levels (B, C, H, W) from logits (B, K, C, H, W): argmax, or one categorical draw each."""
+        """Levels (B, C, H, W) from (unnormalised) log-probabilities (B, K, C, H, W): the argmax, or
+        one categorical draw per sub-pixel."""
         if greedy:
             return logits.argmax(1)
         B, K, C, H, W = logits.shape
