@@ -76,7 +76,9 @@ def srgb_to_linear(c: Tensor) -> Tensor:
 
 
 def linear_to_srgb(c: Tensor) -> Tensor:
-    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+    # The joint 0.04045 / 12.92 (the standard rounds it to 0.0031308) makes this the exact inverse.
+    joint = 0.04045 / 12.92
+    return torch.where(c <= joint, 12.92 * c, 1.055 * c.clamp_min(joint) ** (1 / 2.4) - 0.055)
 
 
 def rgb_to_lab(rgb: Tensor) -> Tensor:
@@ -107,11 +109,12 @@ def lab_to_rgb_in_gamut(L: Tensor, ab: Tensor, iterations: int = 30) -> Tensor:
     def rgb_at(s: Tensor) -> Tensor:
         return lab_to_rgb(torch.cat([L.unsqueeze(1), s.unsqueeze(1) * ab], 1))
 
-    full = in_gamut(rgb_at(torch.ones_like(L)))
+    # No tolerance: the result needs no clipping beyond rounding noise, so its lightness is L.
+    full = in_gamut(rgb_at(torch.ones_like(L)), tol=0.0)
     lo, hi = torch.zeros_like(L), torch.ones_like(L)
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        ok = in_gamut(rgb_at(mid))
+        ok = in_gamut(rgb_at(mid), tol=0.0)
         lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
     return rgb_at(torch.where(full, torch.ones_like(L), lo)).clamp(0, 1)
 
