@@ -143,6 +143,19 @@ def test_cached_and_naive_sampling_draw_the_same_images(name, channels):
     assert torch.equal(completed[known], given[known])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixelcnn_pp_row_limited_and_full_passes_draw_the_same_images(channels):
+    spec = DataSpec(channels, 5, 3, 6)  # 5 rows: the coarsest scale pads to 6
+    model = randomized(genzoo.create("pixelcnn++", spec, **PP))
+    given = torch.full((3, channels, 5, 3), -1)
+    given[:, :, 1] = 2
+    given[1, 0, 3, 1] = 5
+    for g in (None, given):
+        a = model.sample(3, generator=torch.Generator().manual_seed(0), cache=True, given=g)
+        assert torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(0), cache=False, given=g))
+    assert torch.equal(a[given >= 0], given[given >= 0])
+
+
 def test_sampling_frequencies_match_the_model_probabilities():
     spec = DataSpec(1, 1, 2, 3)
     model = randomized(genzoo.create("pixelcnn++", spec, **PP), scale=0.5)
