@@ -216,3 +216,29 @@ def test_encode_rejects_wrong_shapes():
         m.encode(torch.zeros(2, 1, 4, 5))
     with pytest.raises(GenzooError, match="z must have shape"):
         m.decode(torch.zeros(2, 15))
+
+
+@pytest.mark.parametrize("matplotlib", [True, False])
+def test_toy_visualize_writes_samples_beside_the_density(tmp_path, monkeypatch, matplotlib: bool):
+    import sys
+
+    if not matplotlib:
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # the Pillow fallback
+    data = genzoo.data.load("moons", split="test", n=200)
+    m = genzoo.create("realnvp", data.spec, hidden_channels=8, final_couplings=2)
+    m.begin_stage("main", data)
+    paths = m.visualize(tmp_path, data, torch.Generator().manual_seed(0), n=100, resolution=16)
+    assert len(paths) == 1 and paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert genzoo.create("realnvp", DataSpec(1, 4, 4, 17), **genzoo.registry.model_class("realnvp").tiny).visualize(
+        tmp_path, data, None) == []
+
+
+def test_toy_density_heat_map_integrates_to_one_over_the_box():
+    """The heat map is the density of points in the box: with the box holding nearly all the mass
+    (small alpha), its Riemann sum is 1 up to the mass outside."""
+    from genzoo.models.flows.toy_figure import density_grid
+
+    m = randomize(genzoo.create("glow", TOY, hidden_channels=8, alpha=1e-4, steps_per_level=2).double(), scale=0.05)
+    log_p, (lo, hi) = density_grid(m, 100)
+    mass = float(torch.tensor(log_p).exp().sum()) * ((hi - lo) / 100) ** 2
+    assert 0.9 < mass <= 1.01
