@@ -1,0 +1,331 @@
+"""DDPM: a U-Net predicts the noise eps in x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
+
+Time steps are 0-based (t = 0..T-1 is the lecture's t = 1..T); tensors of the process live in
+model space [-1, 1], level k -> 2k/(K-1) - 1. The process (`GaussianDiffusion`) is plain math
+given the network; the network never sees a beta, only the step index t.
+
+Reverse process p(x_t-1 | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) with
+    mu_theta = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta(x_t, t))      Ho et al. 2020, eq. 11
+and sigma_t^2 = beta-tilde_t ("fixed_small"), beta_t ("fixed_large") or learned as
+exp(v log beta_t + (1 - v) log beta-tilde_t) ("learned", Nichol & Dhariwal 2021, eq. 15).
+Training: L_simple = E ||eps - eps_theta(x_t, t)||^2 (Ho et al. eq. 14), optionally plus
+lambda L_vlb (the hybrid objective), or L_vlb alone.
+
+The variational bound, in nats of the discrete image (Ho et al. eq. 5 and section 3.3):
+    -log P(x_0) <= KL(q(x_T | x_0) || N(0, I))                                  (L_T, the prior)
+                 + sum_{t=1}^{T-1} KL(q(x_t-1 | x_t, x_0) || p(x_t-1 | x_t))    (L_t, 0-based t)
+                 - log p(x_0 | x_1)                                             (L_0, t = 0 here)
+with the discretized Gaussian decoder: bins of width 2/(K-1) in [-1, 1], edges to +-inf.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ...data.spec import DataSpec
+from ...data.transforms import from_centered, to_centered
+from ...errors import GenzooError
+from ...nn.unet import UNet
+from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
+from . import samplers
+from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_likelihood, gather, make_betas,
+                        normal_kl, posterior_variance_of, predict_x0_from_eps, q_posterior, q_sample)
+
+VARIANCES = ("fixed_small", "fixed_large", "learned")
+OBJECTIVES = ("simple", "hybrid", "vlb")
+SAMPLERS = ("ancestral", "ddim")
+
+
+class GaussianDiffusion(nn.Module):
+    """The forward process and the Gaussian reverse process around a network, as math.
+
+    Buffers are float64 and derived from the config (not saved): betas, alpha_bar, and the
+    log-variances of the reverse step. `net(xt, t)` returns eps (C channels) or eps and the
+    variance interpolation v in [-1, 1] (2C channels) when the variance is learned.
+    """
+
+    def __init__(self, betas: Tensor, variance: str) -> None:
+        super().__init__()
+        assert variance in VARIANCES
+        self.variance = variance
+        self.register_buffer("betas", betas.double(), persistent=False)
+        self.register_buffer("alpha_bar", alpha_bar_of(betas.double()), persistent=False)
+        post_var = posterior_variance_of(betas.double())
+        self.register_buffer("log_var_small", clipped_log(post_var), persistent=False)
+        self.register_buffer("log_var_large", torch.log(torch.cat([post_var[1:2], betas.double()[1:]])), persistent=False)
+
+    @property
+    def timesteps(self) -> int:
+        return self.betas.shape[0]
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        return q_sample(self.alpha_bar, x0, t, eps)
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return q_posterior(self.betas, x0, xt, t)
+
+    def p_mean_variance(self, net: Callable[[Tensor, Tensor], Tensor], xt: Tensor, t: Tensor,
+                        clip: bool = True) -> dict[str, Tensor]:
+        """Mean, log-variance, eps and x_0 predictions of p(x_t-1 | x_t) = N(mu_theta, sigma_t^2 I).
+
+        The mean is the posterior mean at the predicted x_0, clipped to [-1, 1] if `clip` (which
+        equals eq. 11 when nothing is clipped).
+        """
+        C = xt.shape[1]
+        out = net(xt, t.to(xt.dtype))
+        if self.variance == "learned":
+            assert out.shape[1] == 2 * C, f"a learned-variance network must return {2 * C} channels, got {out.shape[1]}"
+            eps, v = out[:, :C], out[:, C:]
+            frac = (v + 1) / 2
+            log_var = frac * gather(torch.log(self.betas), t, xt) + (1 - frac) * gather(self.log_var_small, t, xt)
+        else:
+            assert out.shape[1] == C, f"the network must return {C} channels, got {out.shape[1]}"
+            eps = out
+            table = self.log_var_small if self.variance == "fixed_small" else self.log_var_large
+            log_var = gather(table, t, xt).expand_as(xt)
+        x0 = predict_x0_from_eps(self.alpha_bar, xt, t, eps)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        mean, _ = self.q_posterior(x0, xt, t)
+        return {"mean": mean, "log_var": log_var, "eps": eps, "x0": x0}
+
+    def prior_kl(self, x0: Tensor) -> Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) summed over dimensions, (B,) nats."""
+        t = torch.full((x0.shape[0],), self.timesteps - 1, dtype=torch.long, device=x0.device)
+        abar = gather(self.alpha_bar, t, x0)
+        mean, log_var = abar.sqrt() * x0, torch.log1p(-abar).expand_as(x0)
+        return normal_kl(mean, log_var, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
+
+    def vlb_terms(self, net: Callable[[Tensor, Tensor], Tensor], x0: Tensor, xt: Tensor, t: Tensor, levels: int,
+                  detach_mean: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_t for each image at its own t (B,) in nats: the decoder NLL where t = 0, else the KL.
+
+        With `detach_mean` the mean enters as a constant (the hybrid objective trains only the
+        variance through L_vlb; Nichol & Dhariwal 2021, section 3.1).
+        """
+        pred = self.p_mean_variance(net, xt, t, clip=False)
+        mean = pred["mean"].detach() if detach_mean else pred["mean"]
+        true_mean, true_var = self.q_posterior(x0, xt, t)
+        # beta-tilde_0 = 0: log of it is never used (t = 0 takes the decoder), keep it finite.
+        true_log_var = torch.log(true_var.clamp_min(1e-30)).expand_as(x0)
+        kl = normal_kl(true_mean, true_log_var, mean, pred["log_var"]).flatten(1).sum(1)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, pred["log_var"], levels).flatten(1).sum(1)
+        return torch.where(t == 0, nll, kl), pred
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    """Schedule, reverse variance, objective and U-Net size.
+
+    schedule: "linear" (beta_start..beta_end) or "cosine"; variance: "fixed_small" (beta-tilde),
+    "fixed_large" (beta) or "learned"; objective: "simple" (L_simple), "hybrid"
+    (L_simple + vlb_weight * L_vlb) or "vlb" (the bound alone); the last two need a learned variance.
+    """
+
+    timesteps: int = 1000
+    schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    variance: str = "fixed_small"
+    objective: str = "simple"
+    vlb_weight: float = 0.001
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (4,)
+    num_heads: int = 1
+    dropout: float = 0.1
+    validation_terms: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("timesteps", "base_channels", "num_res_blocks", "num_heads", "validation_terms"):
+            check_positive(getattr(self, name), name)
+        if self.timesteps < 2:
+            raise GenzooError(f"timesteps must be at least 2, got {self.timesteps}.")
+        if self.schedule not in ("linear", "cosine"):
+            raise GenzooError(f"schedule must be linear or cosine, got {self.schedule!r}.")
+        check_range(self.beta_start, "beta_start", 1e-8, 0.999)
+        check_range(self.beta_end, "beta_end", self.beta_start, 0.999)
+        if self.variance not in VARIANCES:
+            raise GenzooError(f"variance must be one of {', '.join(VARIANCES)}, got {self.variance!r}.")
+        if self.objective not in OBJECTIVES:
+            raise GenzooError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}.")
+        if self.objective != "simple" and self.variance != "learned":
+            raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
+        check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
+        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
+            raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults!r}.")
+        if any(r < 1 for r in self.attention_resolutions):
+            raise GenzooError(f"attention_resolutions must hold positive integers, got {self.attention_resolutions!r}.")
+        if self.base_channels % self.num_heads:
+            raise GenzooError(f"base_channels ({self.base_channels}) must be divisible by num_heads ({self.num_heads}).")
+        check_range(self.dropout, "dropout", 0.0, 0.99)
+
+
+class DDPM(GenerativeModel):
+    """Denoising diffusion probabilistic model (Ho et al. 2020), eps-prediction, L_simple."""
+
+    name = "ddpm"
+    Config = DDPMConfig
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
+                                                "ema_decay": 0.995, "eval_every": 500}
+    tiny: ClassVar[dict[str, Any]] = {"timesteps": 20, "base_channels": 8, "channel_mults": (1, 2),
+                                      "attention_resolutions": (2,), "validation_terms": 5}
+
+    def __init__(self, spec: DataSpec, config: DDPMConfig) -> None:
+        super().__init__(spec, config)
+        C = spec.channels
+        out_channels = 2 * C if config.variance == "learned" else C
+        self.net = UNet(C, out_channels, min(spec.height, spec.width), config.base_channels, config.channel_mults,
+                        config.num_res_blocks, config.attention_resolutions, config.dropout, config.num_heads)
+        betas = make_betas(config.schedule, config.timesteps, config.beta_start, config.beta_end)
+        self.process = GaussianDiffusion(betas, config.variance)
+
+    # -- the contract of DESIGN.md for diffusion ---------------------------------------------
+    @property
+    def betas(self) -> Tensor:
+        """beta_t, (T,), float64; index t is the lecture's step t + 1."""
+        return self.process.betas
+
+    @property
+    def alpha_bar(self) -> Tensor:
+        """abar_t = prod_{s <= t} (1 - beta_s), (T,), float64."""
+        return self.process.alpha_bar
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, model space.  Ho et al. 2020, eq. 4."""
+        return self.process.q_sample(x0, self._check_t(t, x0), eps)
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, variance) of q(x_t-1 | x_t, x_0); at t = 0 the mean is x_0 and the variance 0."""
+        return self.process.q_posterior(x0, xt, self._check_t(t, x0))
+
+    def _check_t(self, t: Tensor | int, x: Tensor) -> Tensor:
+        if not isinstance(t, Tensor):
+            t = torch.tensor(t)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        if t.dtype.is_floating_point or t.shape != (x.shape[0],):
+            raise GenzooError(f"t must be integer time steps of shape ({x.shape[0]},), got {tuple(t.shape)} {t.dtype}.")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.process.timesteps):
+            raise GenzooError(f"time steps are 0-based and must lie in [0, {self.process.timesteps - 1}].")
+        return t.long().to(x.device)
+
+    # -- training ------------------------------------------------------------------------------
+    def _dtype(self) -> torch.dtype:
+        """The network's floating dtype."""
+        for p in self.net.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    def to_model_space(self, x: Tensor) -> Tensor:
+        """Levels (B, C, H, W) -> x_0 in [-1, 1], in the network's dtype."""
+        return to_centered(x, self.spec.levels, dtype=self._dtype())
+
+    def loss(self, x: Tensor) -> Tensor:
+        """L_simple (mean squared eps error per dimension), plus vlb_weight * L_vlb per dimension
+        (hybrid) or L_vlb per dimension alone, with t ~ U{0..T-1}."""
+        self.check_input(x)
+        x0 = self.to_model_space(x)
+        B, T = x0.shape[0], self.process.timesteps
+        t = torch.randint(0, T, (B,), device=x0.device)
+        eps = torch.randn_like(x0)
+        xt = self.process.q_sample(x0, t, eps)
+        if self.config.objective == "simple":
+            eps_hat = self.net(xt, t.to(xt.dtype))
+            return (eps_hat - eps).pow(2).mean()
+        detach = self.config.objective == "hybrid"
+        terms, pred = self.process.vlb_terms(self.net, x0, xt, t, self.spec.levels, detach_mean=detach)
+        # sum over t of L_t estimated by T * L_t at uniform t, plus the prior term; per dimension.
+        vlb = (T * terms + self.process.prior_kl(x0)).mean() / self.spec.dims
+        if self.config.objective == "vlb":
+            return vlb
+        return (pred["eps"] - eps).pow(2).mean() + self.config.vlb_weight * vlb
+
+    # -- likelihood ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def bound_terms(self, x: Tensor, t_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """L_t (B, len(t_values)) in nats at each given step, with x_t ~ q(x_t | x_0) drawn per step."""
+        self.check_input(x)
+        x0 = self.to_model_space(x)
+        out = []
+        for t in t_values.tolist():
+            tt = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            xt = self.process.q_sample(x0, tt, eps)
+            out.append(self.process.vlb_terms(self.net, x0, xt, tt, self.spec.levels)[0])
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, stride: int = 1) -> LogLikelihood:
+        """Variational lower bound on log P(x) of the discrete image, nats (B,), kind "lower_bound".
+
+        stride = 1 sums all T terms exactly (one network call per step, x_t drawn from q per
+        step: an unbiased estimate of the bound). stride > 1 keeps L_0 and the prior and
+        estimates sum_{t>=1} L_t from every stride-th step (random offset), times stride.
+        """
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise GenzooError(f"stride must be a positive integer, got {stride!r}.")
+        was_training = self.training
+        self.eval()
+        try:
+            T = self.process.timesteps
+            if stride == 1:
+                terms = self.bound_terms(x, torch.arange(T - 1, -1, -1), generator).sum(1)
+            else:
+                offset = int(torch.randint(0, stride, (1,), generator=generator))
+                ts = torch.arange(1 + offset, T, stride)
+                kl = self.bound_terms(x, ts, generator).sum(1) * ((T - 1) / max(len(ts), 1))
+                terms = kl + self.bound_terms(x, torch.zeros(1, dtype=torch.long), generator)[:, 0]
+            nats = -(terms + self.process.prior_kl(self.to_model_space(x)))
+        finally:
+            self.train(was_training)
+        return LogLikelihood(nats, "lower_bound")
+
+    @torch.no_grad()
+    def validation_nats(self, x: Tensor) -> LogLikelihood:
+        """A cheap estimate of the bound from about `validation_terms` strided steps (fixed seed);
+        an estimate of the lower bound of log_likelihood, not itself a bound."""
+        stride = max(1, self.process.timesteps // self.config.validation_terms)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return self.log_likelihood(x, generator=generator, stride=stride)
+
+    # -- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "ancestral",
+               steps: Optional[int] = None, eta: float = 0.0, clip: bool = True) -> Tensor:
+        """n images (n, C, H, W) int64 from x_T ~ N(0, I).
+
+        sampler "ancestral": x_t-1 ~ p(x_t-1 | x_t) for every t = T-1..0, no noise on the last
+        step (steps must be None or T). "ddim": the DDIM update over `steps` evenly spaced steps
+        (default 50) with noise scale eta (0: deterministic). `clip` keeps the predicted x_0 in
+        [-1, 1]. The final mean is rounded to the nearest level.
+        """
+        n = self.check_n(n)
+        T = self.process.timesteps
+        if sampler not in SAMPLERS:
+            raise GenzooError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T):
+            raise GenzooError(f"steps must be an integer between 1 and {T}, got {steps!r}.")
+        if not isinstance(eta, (int, float)) or eta < 0:
+            raise GenzooError(f"eta must be a non-negative number, got {eta!r}.")
+        if sampler == "ancestral" and steps not in (None, T):
+            raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
+        shape = (n, *self.spec.shape)
+        dtype = self._dtype()
+        was_training = self.training
+        self.eval()
+        try:
+            if sampler == "ancestral":
+                x0 = samplers.ancestral(self.process, self.net, shape, generator, clip=clip, device=self.device, dtype=dtype)
+            else:
+                timesteps = samplers.even_timesteps(T, steps or min(50, T))
+                x0 = samplers.ddim(self.process, self.net, shape, timesteps, eta, generator, clip=clip,
+                                   device=self.device, dtype=dtype)
+        finally:
+            self.train(was_training)
+        return from_centered(x0, self.spec.levels)

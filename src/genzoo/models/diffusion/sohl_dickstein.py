@@ -1,0 +1,43 @@
+"""The 2015 formulation: the reverse process learns its variance as well as its mean and is
+trained on the variational bound, so its bound is comparable with DDPM's in the same units.
+
+Sohl-Dickstein et al. 2015, "Deep Unsupervised Learning using Nonequilibrium Thermodynamics",
+section 2.4: p(x_t-1 | x_t) = N(mu_theta(x_t, t), Sigma_theta(x_t, t)), trained on the bound
+K = -sum_t KL(q(x_t-1 | x_t, x_0) || p(x_t-1 | x_t)) + ... .  Here the mean uses DDPM's eps
+parametrization and the variance the interpolation of Nichol & Dhariwal 2021 (eq. 15),
+    Sigma_theta = exp(v log beta_t + (1 - v) log beta-tilde_t),   v = (net output + 1) / 2,
+trained with the hybrid objective L_simple + lambda L_vlb (their section 3.1) by default, or on
+L_vlb alone (objective="vlb"). The bound itself (log_likelihood) is DDPM's, term for term.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ...errors import GenzooError
+from .ddpm import DDPM, DDPMConfig
+
+
+@dataclass(frozen=True)
+class SohlDicksteinConfig(DDPMConfig):
+    """DDPM's config with a learned reverse variance and a bound-based objective."""
+
+    variance: str = "learned"
+    objective: str = "hybrid"
+    vlb_weight: float = 0.001
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variance != "learned":
+            raise GenzooError(f"sohl-dickstein learns its reverse variance, so variance must be 'learned', got {self.variance!r}.")
+        if self.objective == "simple":
+            raise GenzooError("sohl-dickstein trains on the variational bound, so objective must be 'hybrid' or 'vlb', got 'simple'.")
+
+
+class SohlDickstein(DDPM):
+    """Diffusion with learned reverse variance, trained on the bound (Sohl-Dickstein et al. 2015)."""
+
+    name = "sohl-dickstein"
+    Config = SohlDicksteinConfig
+    train_defaults: ClassVar[dict[str, Any]] = dict(DDPM.train_defaults)
+    tiny: ClassVar[dict[str, Any]] = dict(DDPM.tiny)

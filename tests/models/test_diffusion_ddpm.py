@@ -1,0 +1,150 @@
+"""DDPM and the 2015 formulation: samplers, the variational bound in nats, and the contract pieces."""
+import pytest
+import torch
+from torch import nn
+
+import genzoo
+from genzoo.errors import GenzooError
+from genzoo.models.diffusion import samplers
+from genzoo.models.diffusion.schedules import predict_x0_from_eps
+
+SPEC = genzoo.DataSpec(1, 4, 4, 5)
+TINY = {"timesteps": 12, "base_channels": 8, "channel_mults": (1, 2), "attention_resolutions": (2,),
+        "validation_terms": 5, "dropout": 0.0}
+
+
+def build(name="ddpm", **overrides):
+    torch.manual_seed(0)
+    model = genzoo.create(name, SPEC, **{**TINY, **overrides}).double().eval()
+    with torch.no_grad():  # default init of the last conv is small; make the network matter
+        for p in model.net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def data(n=6, seed=0):
+    return torch.randint(0, SPEC.levels, (n, *SPEC.shape), generator=torch.Generator().manual_seed(seed))
+
+
+def test_ddim_with_eta_one_over_all_steps_is_ancestral_sampling():
+    model = build(variance="fixed_small")
+    shape = (4, *SPEC.shape)
+    T = model.process.timesteps
+    a = samplers.ancestral(model.process, model.net, shape, torch.Generator().manual_seed(3), dtype=torch.float64)
+    b = samplers.ddim(model.process, model.net, shape, list(range(T)), 1.0, torch.Generator().manual_seed(3),
+                      dtype=torch.float64)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    c = samplers.ddim(model.process, model.net, shape, list(range(T)), 0.0, torch.Generator().manual_seed(3),
+                      dtype=torch.float64)
+    assert (a - c).abs().max() > 1e-3, "eta = 0 must differ from the stochastic sampler"
+
+
+def test_ddim_at_eta_zero_draws_only_x_T():
+    model = build()
+    shape = (3, *SPEC.shape)
+    g = torch.Generator().manual_seed(5)
+    out = samplers.ddim(model.process, model.net, shape, [0, 4, 7, 11], 0.0, g, dtype=torch.float64)
+    expected_state = torch.Generator().manual_seed(5)
+    x_T = torch.randn(shape, generator=expected_state, dtype=torch.float64)
+    torch.testing.assert_close(g.get_state(), expected_state.get_state())
+    # one step from x_T at the largest step: x0_hat, then a deterministic chain; recompute by hand
+    x = x_T
+    taus = [0, 4, 7, 11]
+    abar = model.alpha_bar
+    for i in range(3, -1, -1):
+        t = torch.full((3,), taus[i])
+        eps = model.net(x, t.double())
+        x0 = predict_x0_from_eps(abar, x, t, eps).clamp(-1, 1)
+        if i == 0:
+            break
+        eps = (x - abar[taus[i]].sqrt() * x0) / (1 - abar[taus[i]]).sqrt()
+        x = abar[taus[i - 1]].sqrt() * x0 + (1 - abar[taus[i - 1]]).sqrt() * eps
+    torch.testing.assert_close(out, x0)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "sohl-dickstein"])
+def test_bound_on_discrete_data_is_finite_and_at_most_zero(name):
+    model = build(name)
+    ll = model.log_likelihood(data(), generator=torch.Generator().manual_seed(0))
+    assert ll.kind == "lower_bound" and ll.nats.shape == (6,)
+    assert torch.isfinite(ll.nats).all() and (ll.nats <= 0).all()
+    strided = model.validation_nats(data())
+    assert torch.isfinite(strided.nats).all()
+
+
+class Oracle(nn.Module):
+    """The exact eps for data that is always x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
+
+    def __init__(self, x0, alpha_bar):
+        super().__init__()
+        self.x0, self.alpha_bar = x0, alpha_bar
+        self.dtype_marker = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, xt, t):
+        abar = self.alpha_bar[t.long()].view(-1, 1, 1, 1)
+        return (xt - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+
+
+def test_bound_of_an_oracle_is_the_prior_term_plus_the_decoder():
+    """With eps predicted exactly and sigma_t^2 = beta-tilde_t, every KL term vanishes: the bound is
+    -L_T - L_0 with L_0 the mass of N(x0, beta-tilde_1) outside x0's bin."""
+    model = build(variance="fixed_small")
+    x = data(3)
+    x0 = x.double() * (2 / (SPEC.levels - 1)) - 1
+    model.net = Oracle(x0, model.alpha_bar)
+    T = model.process.timesteps
+    terms = model.bound_terms(x, torch.arange(T), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms[:, 1:], torch.zeros(3, T - 1, dtype=torch.float64), atol=1e-8, rtol=0)
+    sd = torch.exp(0.5 * model.process.log_var_small[0])
+    h = 1 / (SPEC.levels - 1)
+    inside = torch.special.ndtr(h / sd) - torch.special.ndtr(-h / sd)
+    edge = torch.special.ndtr(h / sd)
+    interior = ((x > 0) & (x < SPEC.levels - 1)).flatten(1).sum(1)
+    decoder = -(interior * torch.log(inside) + (SPEC.dims - interior) * torch.log(edge))
+    torch.testing.assert_close(terms[:, 0], decoder)
+    ll = model.log_likelihood(x)
+    torch.testing.assert_close(-ll.nats, decoder + model.process.prior_kl(x0))
+
+
+@pytest.mark.parametrize("name,objective", [("ddpm", "simple"), ("sohl-dickstein", "hybrid"), ("sohl-dickstein", "vlb")])
+def test_objectives_are_finite_and_train_every_parameter(name, objective):
+    model = build(name, objective=objective).train()
+    loss = model.loss(data(8))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_learned_variance_interpolates_between_beta_tilde_and_beta():
+    model = build("sohl-dickstein")
+    C = SPEC.channels
+    for v, table in [(-1.0, model.process.log_var_small), (1.0, torch.log(model.betas))]:
+        net = lambda xt, t, v=v: torch.cat([torch.zeros_like(xt), torch.full_like(xt, v)], 1)  # noqa: E731
+        t = torch.tensor([3, 10])
+        out = model.process.p_mean_variance(net, torch.randn(2, C, 4, 4, dtype=torch.float64), t)
+        torch.testing.assert_close(out["log_var"], table[t].view(2, 1, 1, 1).expand(2, C, 4, 4))
+
+
+def test_sample_contract_and_errors():
+    model = build()
+    x = model.sample(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, *SPEC.shape) and x.dtype == torch.int64 and 0 <= x.min() and x.max() < SPEC.levels
+    y = model.sample(3, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
+    z = model.sample(3, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
+    assert torch.equal(y, z)
+    with pytest.raises(GenzooError):
+        model.sample(2, sampler="euler")
+    with pytest.raises(GenzooError):
+        model.sample(2, sampler="ancestral", steps=5)
+    with pytest.raises(GenzooError):
+        model.q_sample(torch.zeros(2, 1, 4, 4), torch.tensor([0, 12]), torch.zeros(2, 1, 4, 4))
+    with pytest.raises(GenzooError):
+        genzoo.create("sohl-dickstein", SPEC, variance="fixed_small")
+    with pytest.raises(GenzooError):
+        genzoo.create("ddpm", SPEC, objective="vlb")
+
+
+def test_even_timesteps_cover_both_ends():
+    assert samplers.even_timesteps(1000, 50)[0] == 0 and samplers.even_timesteps(1000, 50)[-1] == 999
+    assert len(samplers.even_timesteps(1000, 50)) == 50
+    assert samplers.even_timesteps(10, 10) == list(range(10))
