@@ -27,7 +27,10 @@ from .errors import GenzooError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:  # one sentence, no usage dump
-        raise GenzooError(message[0].upper() + message[1:] if message else "bad arguments")
+        if message.startswith("unrecognized arguments:"):
+            extra = message.split(":", 1)[1].strip()
+            raise GenzooError(f"unknown option {extra}; '{self.prog} --help' lists the options.")
+        raise GenzooError(message or "bad arguments")
 
 
 def _flag(name: str) -> str:

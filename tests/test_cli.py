@@ -1,0 +1,74 @@
+"""The command line end to end on digits, and one-sentence errors for what users get wrong."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genzoo.cli import main
+
+SMALL = ["--hidden-channels", "16", "--num-blocks", "1", "--output-hidden", "16", "--first-kernel-size", "3",
+         "--steps", "6", "--eval-every", "3", "--sample-every", "3", "--num-samples", "4", "--batch-size", "16",
+         "--no-progress"]
+
+
+def test_train_eval_sample_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "pixelcnn", "--data", "digits", "--out", str(out), *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "test bits/dim:" in printed and "(exact)" in printed
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "samples.png", "summary.json", "last/state.json"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "exact" and 0 < summary["test_bpd"] < 6
+
+    assert main(["eval", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "digits" and report["split"] == "test" and report["images"] == 300
+    assert report["bits_per_dim"] == pytest.approx(summary["test_bpd"])
+
+    assert main(["sample", str(out), "--n", "5", "--temperature", "0.7", "--out", str(tmp_path / "g.png")]) == 0
+    from PIL import Image
+    assert Image.open(tmp_path / "g.png").size[0] > 8
+
+    assert main(["train", "pixelcnn", "--out", str(out), *SMALL]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "pixelcnn", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "already finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "nosuchmodel"], "unknown model"),
+    (["train", "pixelcnn", "--data", "nosuchdata"], "unknown dataset"),
+    (["train", "pixelcnn", "--steps", "ten"], "expected an integer"),
+    (["train", "pixelcnn", "--dropout", "2"], "dropout"),
+    (["train", "pixelcnn", "--hidden-size", "3"], "unknown option --hidden-size"),
+    (["train", "pixelcnn", "--data", "mnist", "--root", "/no/such/dir"], "/no/such/dir"),
+    (["eval", "/no/such/run"], "does not exist"),
+    (["sample", "/no/such/run"], "does not exist"),
+    (["frobnicate"], "unknown command"),
+])
+def test_user_mistakes_are_one_sentence_and_a_nonzero_exit(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genzoo: error:") and words in err and "\n" not in err
+
+
+def test_a_corrupt_run_directory_is_one_sentence(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "pixelcnn", "--out", str(out), *SMALL]) == 0
+    (out / "model.safetensors").write_bytes(b"\x00" * 5)
+    assert main(["eval", str(out)]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    assert main(["sample", str(out), "--bogus-option", "1"]) == 2
+
+
+def test_the_installed_command_never_prints_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "genzoo", "eval", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "genzoo", "list"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "pixelcnn" in proc.stdout and "digits" in proc.stdout
