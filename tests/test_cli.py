@@ -72,3 +72,16 @@ def test_the_installed_command_never_prints_a_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "genzoo", "list"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "pixelcnn" in proc.stdout and "digits" in proc.stdout
+
+
+def test_compare_reports_runs_beside_the_baselines(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "pixelcnn", "--out", str(run), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--runs", str(run), "--out", str(tmp_path / "cmp")]) == 0
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert results["data"] == "digits" and results["rows"][0]["kind"] == "exact"
+    assert {b["model"] for b in results["baselines"]} == {"uniform", "independent pixels"}
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| pixelcnn |" in report and "| uniform | 4.0875 |" in report
+    assert main(["compare", "--models", "pixelcnn,nosuch"]) == 2

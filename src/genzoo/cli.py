@@ -4,6 +4,8 @@
     genzoo train MODEL --data digits [--root DIR] [--steps N] [--out DIR] [--resume] [--config-field value ...]
     genzoo sample DIR [--n 64] [--out grid.png] [--temperature 0.9 ...]   # options go to model.sample
     genzoo eval DIR [--data NAME] [--root DIR] [--split test] [--num-samples 512 ...]
+    genzoo compare [--data NAME] [--models a,b,...] [--steps N] [--runs DIR ...]
+    genzoo diffuse [--data NAME] [--out DIR]
 
 Config flags are built from each model's config dataclass and from TrainConfig. Anything a user
 can get wrong ends in one sentence on stderr and a non-zero exit, never a traceback.
@@ -349,7 +351,21 @@ def cmd_eval(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = ("list", "train", "sample", "eval")
+def _module_command(module_name: str, prog: str, description: str, argv: Sequence[str]) -> int:
+    """A command that lives in its own module with add_arguments(parser) and run(args)."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    parser = _Parser(prog=prog, description=description)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)
+
+
+EXTRA_COMMANDS = {
+    "compare": ("genzoo.compare", "Every family on the same data: one table and a report."),
+    "diffuse": ("genzoo.diffuse", "PNGs of the forward diffusion process q(x_t | x_0) at several t."),
+}
+COMMANDS = ("list", "train", "sample", "eval", *EXTRA_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sample(rest)
         if command == "eval":
             return cmd_eval(rest)
+        if command in EXTRA_COMMANDS:
+            module_name, description = EXTRA_COMMANDS[command]
+            return _module_command(module_name, f"genzoo {command}", description, rest)
         raise GenzooError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
     except GenzooError as e:
         print(f"genzoo: error: {e}", file=sys.stderr)
