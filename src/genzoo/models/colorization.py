@@ -140,7 +140,7 @@ class ColorizationConfig:
     """bin_size: width of the (a, b) bins; rebalance: class rebalancing with mix `rebalance_mix`
     (lambda) and smoothing `rebalance_sigma` (Zhang et al. 2016: 0.5 and 5)."""
 
-    hidden_channels: int = 64
+    hidden_channels: int = 32
     num_blocks: int = 2
     bin_size: float = 10.0
     rebalance: bool = False
@@ -174,7 +174,9 @@ class Colorization(GenerativeModel):
     Config = ColorizationConfig
     conditional: ClassVar[bool] = True
     tiny_spec: ClassVar[tuple[int, int, int, int]] = (3, 8, 8, 16)
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
+    # No unconditional samples to draw during or after training: the figures come from `visualize`.
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4,
+                                                "sample_every": 0, "num_samples": 0}
     tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_blocks": 1, "bin_size": 20.0}
 
     def __init__(self, spec: DataSpec, config: ColorizationConfig) -> None:
