@@ -50,7 +50,7 @@ class VAEConfig:
     latent_dim: int = 16
     hidden_channels: int = 32
     num_blocks: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.2
     beta: float = 1.0
     free_bits: float = 0.0
     decoder: str = "categorical"
@@ -96,7 +96,7 @@ class VAE(GenerativeModel):
 
     name = "vae"
     Config = VAEConfig
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
     tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def __init__(self, spec: DataSpec, config: VAEConfig) -> None:
