@@ -38,11 +38,11 @@ class GatedPixelCNNConfig:
     num_classes: 0 for an unconditional model, else the number of class labels it is conditioned on.
     """
 
-    hidden_channels: int = 64
-    num_layers: int = 8
+    hidden_channels: int = 48
+    num_layers: int = 6
     first_kernel_size: int = 7
     kernel_size: int = 3
-    output_hidden: int = 128
+    output_hidden: int = 96
     dropout: float = 0.0
     num_classes: int = 0
 

@@ -35,11 +35,11 @@ class PixelCNNPlusPlusConfig:
     """num_scales: resolutions of the U-Net (each halves height and width); num_resnet: gated
     ResNet blocks per resolution; num_mixtures: logistic components per pixel."""
 
-    hidden_channels: int = 64
-    num_resnet: int = 2
+    hidden_channels: int = 32
+    num_resnet: int = 1
     num_scales: int = 2
     num_mixtures: int = 5
-    dropout: float = 0.1
+    dropout: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_resnet", "num_scales", "num_mixtures"):
