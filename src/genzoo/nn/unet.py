@@ -49,34 +49,39 @@ class TimeEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """x + conv(dropout(silu(gn(conv(silu(gn(x))) + W emb)))), with a 1x1 skip when channels change."""
+    """x + conv(dropout(silu(gn(h) (1 + scale) + shift))), h = conv(silu(gn(x))), (scale, shift) = W emb.
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float) -> None:
+    The time embedding enters after the norm (improved-diffusion's scale-shift norm): a shift added
+    before a group norm with one channel per group would be normalized away. 1x1 skip when channels change.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, max_groups: int = 32) -> None:
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, max_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_channels)
-        self.norm2 = group_norm(out_channels)
+        self.emb = nn.Linear(emb_dim, 2 * out_channels)
+        self.norm2 = group_norm(out_channels, max_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
 class AttentionBlock(nn.Module):
     """x + proj(softmax(q k^T / sqrt(d)) v) over the H*W positions, multi-head, after group norm."""
 
-    def __init__(self, channels: int, num_heads: int = 1) -> None:
+    def __init__(self, channels: int, num_heads: int = 1, max_groups: int = 32) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, max_groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -118,6 +123,8 @@ class UNet(nn.Module):
     num_res_blocks residual blocks per level on the way down (num_res_blocks + 1 on the way up,
     one per skip), attention after each block whose resolution (the smaller side) is in
     attention_resolutions, and a middle of ResBlock - attention - ResBlock.
+    Group norm uses up to 32 groups; on 1x1 inputs (2-D toy data) one group, a layer norm over
+    channels, since a group of one channel at one position normalizes every input to 0.
     """
 
     def __init__(self, in_channels: int, out_channels: int, image_size: int, base_channels: int = 64,
@@ -125,18 +132,19 @@ class UNet(nn.Module):
                  attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0, num_heads: int = 1) -> None:
         super().__init__()
         emb_dim = 4 * base_channels
+        g = 32 if image_size > 1 else 1
         self.time_embed = TimeEmbedding(base_channels, emb_dim)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def attention(ch: int, res: int) -> nn.Module:
-            return AttentionBlock(ch, num_heads) if res in attention_resolutions else nn.Identity()
+            return AttentionBlock(ch, num_heads, g) if res in attention_resolutions else nn.Identity()
 
         self.down = nn.ModuleList()
         skips = [base_channels]
         ch, res = base_channels, image_size
         for i, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                self.down.append(nn.ModuleList([ResBlock(ch, base_channels * mult, emb_dim, dropout),
+                self.down.append(nn.ModuleList([ResBlock(ch, base_channels * mult, emb_dim, dropout, g),
                                                 attention(base_channels * mult, res)]))
                 ch = base_channels * mult
                 skips.append(ch)
@@ -144,19 +152,19 @@ class UNet(nn.Module):
                 self.down.append(Downsample(ch))
                 skips.append(ch)
                 res = (res + 1) // 2
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), AttentionBlock(ch, num_heads),
-                                  ResBlock(ch, ch, emb_dim, dropout)])
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, g), AttentionBlock(ch, num_heads, g),
+                                  ResBlock(ch, ch, emb_dim, dropout, g)])
         self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(nn.ModuleList([ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, dropout),
+                self.up.append(nn.ModuleList([ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, dropout, g),
                                               attention(base_channels * mult, res)]))
                 ch = base_channels * mult
             if i > 0:
                 self.up.append(Upsample(ch))
                 res = res * 2
         assert not skips
-        self.norm_out = group_norm(ch)
+        self.norm_out = group_norm(ch, g)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:

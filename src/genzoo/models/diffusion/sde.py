@@ -241,8 +241,9 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, e
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
     """Predictor-corrector sampling from x(1) ~ prior on the grid t_i = linspace(1, eps, steps).
 
-    Corrector (Langevin, Song et al. algorithm 4-5): x += a s + sqrt(2a) z with
-    a = 2 alpha (snr ||z|| / ||s||)^2 (alpha = exp(-beta(t) dt) ~ 1 - beta_i for VP, 1 for VE), corrector_steps times.
+    Corrector (Langevin, Song et al. algorithm 4-5), corrector_steps times: x += a s + sqrt(2a) z with
+    a = 2 alpha (snr ||z|| / ||s||)^2, norms averaged over the batch, alpha = exp(-beta(t) dt) for VP
+    (1 - beta_i of the discrete chain), 1 for VE.
     Predictor (reverse-time Euler-Maruyama): x_mean = x - [f - g^2 s] dt, x = x_mean + g sqrt(dt) z.
     The last step returns x_mean (no noise). corrector_steps = 0 is plain Euler-Maruyama.
     """
@@ -256,8 +257,10 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, e
             s = score_fn(x, t)
             z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
             alpha = math.exp(-float(sde.beta(ts[i])) * dt) if isinstance(sde, VPSDE) else 1.0
-            ratio = z.flatten(1).norm(dim=1) / s.flatten(1).norm(dim=1).clamp_min(1e-12)
-            a = _col(2 * alpha * (snr * ratio) ** 2, x)
+            # norms averaged over the batch, as in Song et al.'s code: per-image norms of a
+            # low-dimensional x make the step explode wherever the score happens to be near 0
+            ratio = z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+            a = 2 * alpha * (snr * ratio) ** 2
             x = x + a * s + (2 * a).sqrt() * z
         g2 = _col(sde.g2(t), x)
         x_mean = x - (sde.drift(x, t) - g2 * score_fn(x, t)) * dt
