@@ -5,8 +5,10 @@ alternating checkerboard masks, a squeeze, couplings with alternating channel ma
 the channels are factored out as latents (standard normal prior); the last scale has only
 checkerboard couplings (channel couplings where the image is a single pixel, as for 2-D toy data).
 The logit transform u = logit(alpha + (1 - 2 alpha) v) of section 4.1 enters the likelihood
-through its Jacobian. Conventions (spaces, log_det = log abs det(dz/du), the layout of z, the
-dequantized lower bound) are in genzoo.models.flows.common.
+through its Jacobian. Unlike the paper, no batch normalisation: the coupling networks are small
+residual convolution stacks whose last layer starts at zero (each coupling starts as the identity),
+and the log-scale is bounded (scale_c * tanh). Conventions (spaces, log_det = log abs det(dz/du),
+the layout of z, the dequantized lower bound) are in genzoo.models.flows.common.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class RealNVPConfig:
     """num_scales and final_couplings at 0 choose themselves from the data shape."""
 
     hidden_channels: int = 64
-    num_blocks: int = 2            # residual blocks in each coupling's s, t network
+    num_blocks: int = 1            # residual blocks in each coupling's s, t network
     num_scales: int = 0            # 0: min(3, number of possible squeezes + 1)
     couplings_per_scale: int = 3   # before the squeeze (checkerboard) and again after it (channel)
     final_couplings: int = 0       # 0: 4 on images, 8 on single-pixel (2-D toy) data
@@ -48,7 +50,7 @@ class RealNVP(FlowModel):
 
     name = "realnvp"
     Config = RealNVPConfig
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 3000, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0}
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0}
     tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_blocks": 1, "couplings_per_scale": 1,
                                       "final_couplings": 2, "num_scales": 2}
 
