@@ -445,7 +445,8 @@ class VQVAE(_VQModel):
     Config = VQVAEConfig
     levels: ClassVar[tuple[str, ...]] = ("",)
     prior_modules = ("prior",)
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
+    # steps are per stage: 2 x 1000 in all (on digits, 1500 per stage gains under 0.1 dB)
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
     tiny: ClassVar[dict[str, Any]] = {
         "hidden_channels": 8, "num_blocks": 1, "num_codes": 4, "code_dim": 4,
         "prior_options": "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8",
@@ -508,13 +509,13 @@ class VQVAE2(VQVAE):
     Config = VQVAE2Config
     levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
     prior_modules = ("top_prior", "bottom_prior")
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
     tiny: ClassVar[dict[str, Any]] = {
         **VQVAE.tiny, "bottom_prior_channels": 8, "bottom_prior_blocks": 1,
     }
 
     def __init__(self, spec: DataSpec, config: VQVAE2Config) -> None:
-        _VQModel.__init__(self, spec, config)
+        _VQModel.__init__(self, spec, config)  # its own modules; VQVAE lends only encode/decode helpers
         C, H, W = spec.shape
         d = auto_downsamples(H, W) if config.downsamples == -1 else config.downsamples
         sizes = [(H, W)]
