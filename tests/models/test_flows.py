@@ -122,7 +122,7 @@ def grid_mass(m: nn.Module, lo: float, hi: float, n: int = 200) -> float:
 
 @pytest.mark.parametrize("name", ["realnvp", "glow"])
 def test_toy_flow_density_integrates_to_one(name: str):
-    m = randomize(genzoo.create(name, TOY, hidden_channels=16).double(), scale=0.2)
+    m = randomize(genzoo.create(name, TOY, hidden_channels=8).double(), scale=0.2)
     assert abs(grid_mass(m, -12.0, 12.0) - 1) < 1e-2
 
 
