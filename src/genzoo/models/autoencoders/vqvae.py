@@ -27,7 +27,7 @@ frozen encoder. The codes are recomputed per batch rather than stored, so resumi
 
 Likelihood: for any fixed code z*, P(x) = sum_z P(x | z) P(z) >= P(x | z*) P(z*), so with the
 categorical decoder log P(x | z_q(x)) + log P_prior(z_q(x)) is a lower bound on the log-probability
-of the discrete image (the bound van den Oord et al. 2017 report in bits/dim); kind "lower_bound".
+of the discrete image, kind "lower_bound" (loose: it counts one code per image, not all).
 Samples draw codes from the priors (with temperature) and decode them to the most probable level
 of every sub-pixel.
 """
@@ -293,14 +293,14 @@ class ConditionalPixelCNN(nn.Module):
 class _VQModel(GenerativeModel):
     """What VQ-VAE and VQ-VAE-2 share: stages, the objective, bound, sampling, metrics.
 
-    A subclass defines `levels` (names of its code levels), `quantizers` (one per level),
+    A subclass defines `code_levels` (names of its code levels), `quantizers` (one per level),
     `_forward(v, update) -> (logits, [Quantized])`, `_decode(codes) -> logits`, the priors
     `_prior_log_probs(codes) -> [nats (B,)]`, `_sample_codes(n, T, generator) -> codes` and
     `prior_modules` (what the "prior" stage trains). Codes are lists, one (B, h, w) per level.
     """
 
     stages: ClassVar[tuple[str, ...]] = STAGES
-    levels: ClassVar[tuple[str, ...]]
+    code_levels: ClassVar[tuple[str, ...]]
     quantizers: nn.ModuleList
     prior_modules: tuple[str, ...]
 
@@ -409,7 +409,7 @@ class _VQModel(GenerativeModel):
     def task_metrics(self, data: Dataset, generator: torch.Generator | None = None, batch_size: int = 256) -> dict[str, float]:
         """Reconstruction PSNR (dB, peak K-1), and per code level: the fraction of codes used,
         the perplexity of code frequencies, the prior's bits per code (log2 num_codes is uniform)."""
-        x_hat, codes, nats = [], [[] for _ in self.levels], [[] for _ in self.levels]
+        x_hat, codes, nats = [], [[] for _ in self.code_levels], [[] for _ in self.code_levels]
         with evaluating(self):
             for i in range(0, len(data.x), batch_size):
                 x = data.x[i:i + batch_size].to(self.device)
@@ -420,7 +420,7 @@ class _VQModel(GenerativeModel):
                     codes[j].append(c.cpu())
                     nats[j].append(lp.double().cpu())
         metrics = {"psnr": float(psnr(torch.cat(x_hat), data.x, self.spec.levels).mean())}
-        for j, level in enumerate(self.levels):
+        for j, level in enumerate(self.code_levels):
             c = torch.cat(codes[j])
             used, perplexity = self.quantizers[j].usage(c)
             suffix = f"_{level}" if level else ""
@@ -443,7 +443,7 @@ class VQVAE(_VQModel):
 
     name = "vqvae"
     Config = VQVAEConfig
-    levels: ClassVar[tuple[str, ...]] = ("",)
+    code_levels: ClassVar[tuple[str, ...]] = ("",)
     prior_modules = ("prior",)
     # steps are per stage: 2 x 1000 in all (on digits, 1500 per stage gains under 0.1 dB)
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
@@ -507,7 +507,7 @@ class VQVAE2(VQVAE):
 
     name = "vqvae2"
     Config = VQVAE2Config
-    levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
+    code_levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
     prior_modules = ("top_prior", "bottom_prior")
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
     tiny: ClassVar[dict[str, Any]] = {
