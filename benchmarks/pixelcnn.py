@@ -44,7 +44,7 @@ def main() -> None:
     te = genzoo.data.load(args.data, "test", root)
     torch.manual_seed(0)
     model = genzoo.create(args.model, tr.spec, **json.loads(args.config))
-    cfg = train_config_for(model, steps=args.steps, sample_every=0, **json.loads(args.train))
+    cfg = train_config_for(model, **{"steps": args.steps, "sample_every": 0, **json.loads(args.train)})
     device = resolve_device(cfg.device)
     log(f"training {args.model} on {args.data}: {cfg}")
     t0 = time.perf_counter()
