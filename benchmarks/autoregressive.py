@@ -35,6 +35,7 @@ def bench_likelihood(args) -> dict:
     tr, va, te = (genzoo.data.load(args.data, split=s, root=args.root) for s in ("train", "val", "test"))
     out = {}
     for name in args.models:
+        torch.manual_seed(args.seed)  # each model's initialisation independent of the models before it
         model = genzoo.create(name, tr.spec)
         overrides = {"steps": args.steps, "batch_size": args.batch_size, "sample_every": 0}
         if args.quick:
@@ -94,6 +95,7 @@ def main() -> None:
     p.add_argument("--naive-steps", type=int, default=56, help="naive sampling steps to time (default: two rows)")
     p.add_argument("--full-naive", action="store_true", help="time naive sampling of the whole image")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of every model")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args()
     if args.data == "mnist" and args.root is None:
