@@ -253,7 +253,7 @@ def cmd_train(argv: Sequence[str]) -> int:
         bpd = bits_per_dim(best, test_data.x.to(device), cfg.val_batch_size)
         summary.update({"test_bpd": bpd.value, "kind": bpd.kind})
         print(f"test bits/dim: {bpd.value:.4f} ({bpd.kind.replace('_', ' ')})")
-    if cfg.num_samples:
+    if cfg.num_samples and not getattr(best, "conditional", False):
         g = torch.Generator(device=device).manual_seed(cfg.seed)
         save_grid(best.sample(cfg.num_samples, generator=g), best.spec, out / "samples.png")
         summary["samples"] = str(out / "samples.png")
@@ -301,9 +301,10 @@ def cmd_sample(argv: Sequence[str]) -> int:
     if out.suffix.lower() != ".png":
         raise GenzooError(f"--out must name a .png file, got {str(out)!r}.")
     g = torch.Generator(device=dev).manual_seed(args.seed)
-    x = model.sample(args.n, generator=g, **routed["sample"])
-    save_grid(x, model.spec, out)
-    print(f"wrote {out}")
+    if not getattr(model, "conditional", False):  # conditional models draw only given an input: see visualize
+        x = model.sample(args.n, generator=g, **routed["sample"])
+        save_grid(x, model.spec, out)
+        print(f"wrote {out}")
     if callable(visualize):
         ds = _run_data(meta, args.data, args.root, "test")
         for path in visualize(out.parent, ds, torch.Generator(device=dev).manual_seed(args.seed), **routed["visualize"]):

@@ -257,6 +257,8 @@ class RunDirectory:
 def _write_samples(model: nn.Module, path: Path, n: int, seed: int) -> None:
     from .viz import save_grid
 
+    if getattr(model, "conditional", False) or n == 0:  # draws only given an input
+        return
     g = torch.Generator(device=model.device if hasattr(model, "device") else "cpu").manual_seed(seed)
     x = model.sample(n, generator=g)
     save_grid(x, model.spec, path)
