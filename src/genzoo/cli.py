@@ -19,6 +19,11 @@ import json
 import sys
 import typing
 from pathlib import Path
+
+try:
+    from types import UnionType  # `int | None` annotations
+except ImportError:  # Python < 3.10
+    UnionType = None
 from typing import Any, Callable, Sequence
 
 import torch
@@ -52,7 +57,7 @@ def converter(annotation: Any, what: str) -> Callable[[str], Any]:
     """A str -> value function for a type annotation: int, float, bool, str, Literal, tuple[...]."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union:
+    if origin is typing.Union or (UnionType is not None and origin is UnionType):
         inner = [a for a in args if a is not type(None)]
         base = converter(inner[0], what) if len(inner) == 1 else str
 
@@ -157,7 +162,7 @@ def route_options(options: dict[str, str | bool], targets: dict[str, Callable[..
                     hints = {}
                 ann = hints.get(key, str)
                 value = raw if isinstance(raw, bool) else _convert(converter(ann, _flag(key)), raw, _flag(key))
-                if isinstance(raw, bool) and ann is not bool and not (typing.get_origin(ann) is typing.Union and bool in typing.get_args(ann)):
+                if isinstance(raw, bool) and ann is not bool and bool not in typing.get_args(ann):
                     raise GenzooError(f"{_flag(key)} needs a value.")
                 routed[name][key] = value
                 placed = True
