@@ -340,7 +340,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
     torch.manual_seed(args.seed)
     report: dict[str, Any] = {"model": meta["model"], "data": ds.name, "split": args.split, "images": len(ds)}
     if callable(ll):
-        bpd = bits_per_dim(model, ds.x.to(dev), args.batch_size, **routed["log_likelihood"])
+        bpd = bits_per_dim(model, ds.x.to(dev), args.batch_size, labels=ds.labels, **routed["log_likelihood"])
         report.update({"bits_per_dim": bpd.value, "kind": bpd.kind, **routed["log_likelihood"]})
     if callable(tm):
         g = torch.Generator(device=dev).manual_seed(args.seed)

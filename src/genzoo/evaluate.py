@@ -22,23 +22,37 @@ def has_likelihood(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "log_likelihood", None))
 
 
+def accepts(fn: Any, name: str) -> bool:
+    """Whether callable `fn` takes a keyword argument `name` (e.g. class-conditional models and `labels`)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @torch.no_grad()
-def log_likelihood_batched(model: torch.nn.Module, x: Tensor, batch_size: int = 256, **options: Any) -> LogLikelihood:
-    """model.log_likelihood over `x` in batches; nats (N,) on the CPU."""
+def log_likelihood_batched(model: torch.nn.Module, x: Tensor, batch_size: int = 256, labels: Tensor | None = None,
+                           **options: Any) -> LogLikelihood:
+    """model.log_likelihood over `x` in batches; nats (N,) on the CPU. `labels` go to conditional models."""
     if not has_likelihood(model):
         raise GenzooError(f"model {getattr(model, 'name', type(model).__name__)!r} has no likelihood.")
     device = next(iter(model.parameters()), torch.empty(0)).device
     parts, kind = [], None
     for i in range(0, len(x), batch_size):
+        if labels is not None and accepts(model.log_likelihood, "labels"):
+            options["labels"] = labels[i:i + batch_size].to(device)
         ll = model.log_likelihood(x[i:i + batch_size].to(device), **options)
         parts.append(ll.nats.detach().double().cpu())
         kind = ll.kind
     return LogLikelihood(torch.cat(parts), kind or "exact")
 
 
-def bits_per_dim(model: torch.nn.Module, x: Tensor, batch_size: int = 256, **options: Any) -> BitsPerDim:
+def bits_per_dim(model: torch.nn.Module, x: Tensor, batch_size: int = 256, labels: Tensor | None = None,
+                 **options: Any) -> BitsPerDim:
     """Bits per dimension, -nats / (C*H*W * ln 2) averaged over images, with the likelihood's kind."""
-    ll = log_likelihood_batched(model, x, batch_size, **options)
+    ll = log_likelihood_batched(model, x, batch_size, labels, **options)
     dims = x[0].numel()
     return BitsPerDim(float(-ll.nats.mean() / (dims * math.log(2))), ll.kind)
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .data.spec import Dataset
 from .errors import GenzooError
-from .evaluate import bits_per_dim, has_likelihood
+from .evaluate import accepts, bits_per_dim, has_likelihood
 from .models.base import LogLikelihood
 
 STATE_DIR = "last"
@@ -150,12 +150,14 @@ def validate(model: nn.Module, data: Dataset, batch_size: int, device: torch.dev
             kind = ll.kind
         return "val_bpd", float(-torch.cat(parts).mean() / (x[0].numel() * math.log(2))), kind
     if has_likelihood(model):
-        bpd = bits_per_dim(model, x.to(device), batch_size)
+        bpd = bits_per_dim(model, x.to(device), batch_size, labels=data.labels)
         return "val_bpd", bpd.value, bpd.kind
     total, count = 0.0, 0
+    with_labels = data.labels is not None and accepts(model.loss, "labels")
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(device)
-        total += float(model.loss(xb)) * len(xb)
+        extra = {"labels": data.labels[i:i + batch_size].to(device)} if with_labels else {}
+        total += float(model.loss(xb, **extra)) * len(xb)
         count += len(xb)
     return "val_loss", total / count, ""
 
@@ -285,6 +287,8 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, confi
     data_gen = torch.Generator().manual_seed(cfg.seed + 1)
     record = {**(record or {}), "train_config": dataclasses.asdict(cfg), "stages": list(model.stages)}
     x_train = train_data.x.to(device)
+    # class-conditional models (a `labels` argument to loss) get the dataset's labels
+    y_train = train_data.labels.to(device) if train_data.labels is not None and accepts(model.loss, "labels") else None
     if val_data is None or len(val_data) == 0:
         val_data = train_data
     stages = tuple(model.stages)
@@ -338,7 +342,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, confi
                 idx = torch.randint(0, len(x_train), (cfg.batch_size,), generator=data_gen).to(device)
                 model.train()
                 try:
-                    loss = model.loss(x_train[idx])
+                    loss = model.loss(x_train[idx]) if y_train is None else model.loss(x_train[idx], labels=y_train[idx])
                 except GenzooError as e:
                     raise GenzooError(f"training stopped at step {global_step + 1}: {e}") from e
                 if not torch.isfinite(loss):
