@@ -306,6 +306,8 @@ class ScoreSDEConfig:
     sample_steps: int = 1000
     exact_divergence_max_dims: int = 16
     validation_steps: int = 10
+    ode_rtol: float = 1e-5
+    ode_atol: float = 1e-5
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
@@ -317,7 +319,7 @@ class ScoreSDEConfig:
         if self.sde not in ("vp", "ve"):
             raise GenzooError(f"sde must be vp or ve, got {self.sde!r}.")
         for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps", "validation_steps",
-                     "base_channels", "num_res_blocks", "num_heads"):
+                     "base_channels", "num_res_blocks", "num_heads", "ode_rtol", "ode_atol"):
             check_positive(getattr(self, name), name)
         check_positive(self.exact_divergence_max_dims, "exact_divergence_max_dims", allow_zero=True)
         if self.beta_max <= self.beta_min:
@@ -341,7 +343,7 @@ class ScoreSDE(GenerativeModel):
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
                                                 "ema_decay": 0.995, "eval_every": 500}
     tiny: ClassVar[dict[str, Any]] = {"base_channels": 8, "attention_resolutions": (2,), "sample_steps": 10,
-                                      "validation_steps": 2}
+                                      "validation_steps": 2, "ode_rtol": 1e-3, "ode_atol": 1e-3}
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)
@@ -389,14 +391,18 @@ class ScoreSDE(GenerativeModel):
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, divergence: str = "auto",
-                       method: str = "rk45", steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5) -> LogLikelihood:
+                       method: str = "rk45", steps: int = 100, rtol: float | None = None,
+                       atol: float | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats (B,): uniform dequantization and the probability-flow ODE.
 
         log P(x) >= log p_eps(x + u) + D log(2/(K-1)), u uniform in the bin, one draw per image.
         divergence "auto" is exact for at most exact_divergence_max_dims dimensions, else Hutchinson's
-        (unbiased for the bound's integrand); method "rk45" (adaptive, rtol/atol) or "rk4" (`steps`).
+        (unbiased for the bound's integrand); method "rk45" (adaptive, rtol/atol, by default the
+        config's ode_rtol/ode_atol) or "rk4" (`steps`).
         """
         self.check_input(x)
+        rtol = self.config.ode_rtol if rtol is None else rtol
+        atol = self.config.ode_atol if atol is None else atol
         if divergence not in DIVERGENCES:
             raise GenzooError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}.")
         if divergence == "auto":
