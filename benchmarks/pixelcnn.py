@@ -9,6 +9,7 @@ wall-clock training time, the time to sample 64 images (cached and plain), and p
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -64,7 +65,7 @@ def main() -> None:
     }
     g = lambda: torch.Generator(device=device).manual_seed(0)  # noqa: E731
     _, out["sample64_seconds"] = timed(lambda: model.sample(64, generator=g()))
-    if "cache" in model.sample.__code__.co_varnames:
+    if "cache" in inspect.signature(model.sample).parameters:
         _, out["sample64_seconds_uncached"] = timed(lambda: model.sample(64, generator=g(), cache=False))
     out["peak_memory_mb"] = peak_memory_mb(device)
     out["machine"] = machine()
