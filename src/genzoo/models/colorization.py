@@ -343,10 +343,10 @@ class Colorization(GenerativeModel):
     def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
                   n: int = 16, temperature: float = 0.38) -> list[Path]:
         """colorization.png: rows of grey inputs, colorized images and the true images, n random images of `data`."""
-        from .autoencoders.common import save_rows
+        from ..viz import save_rows
 
         device = generator.device if generator is not None else None
         idx = torch.randperm(len(data.x), generator=generator, device=device)[:n].cpu()
         x = data.x[idx].to(self.device)
         rows = [self.grey(x).cpu(), self.colorize(x, temperature).cpu(), x.cpu()]
-        return [save_rows(rows, self.spec.levels, Path(out_dir) / "colorization.png")]
+        return [save_rows(rows, self.spec, Path(out_dir) / "colorization.png")]
