@@ -74,3 +74,15 @@ def save_rows(rows: list[Tensor], spec: DataSpec, path: str | Path, scale: int |
     """Save several equally long batches as the rows of one grid (e.g. input above, output below)."""
     n = rows[0].shape[0]
     return save_grid(torch.cat([r[:n] for r in rows]), spec, path, nrow=n, scale=scale)
+
+
+@torch.no_grad()
+def save_reconstructions(model: torch.nn.Module, x: Tensor, path: str | Path) -> Path:
+    """reconstructions.png: inputs `x` in the top row, `model.reconstruct(x)` (in eval mode) below."""
+    was_training = model.training
+    model.eval()
+    try:
+        x_hat = model.reconstruct(x.to(model.device)).cpu()
+    finally:
+        model.train(was_training)
+    return save_rows([x.cpu(), x_hat], model.spec, path)

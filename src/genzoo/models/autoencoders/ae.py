@@ -28,7 +28,7 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...evaluate import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
-from ...viz import save_rows
+from ...viz import save_reconstructions, save_rows
 from ..base import GenerativeModel, check_positive, check_range, check_temperature
 
 CORRUPTIONS = ("gaussian", "mask", "salt_pepper")
@@ -201,10 +201,7 @@ class AE(GenerativeModel):
     def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
                   n: int = 16) -> list[Path]:
         """reconstructions.png: inputs in the top row, reconstructions below."""
-        x = data.x[:n]
-        with evaluating(self):
-            x_hat = self.reconstruct(x.to(self.device)).cpu()
-        return [save_rows([x, x_hat], self.spec, Path(out_dir) / "reconstructions.png")]
+        return [save_reconstructions(self, data.x[:n], Path(out_dir) / "reconstructions.png")]
 
 
 class DenoisingAE(AE):

@@ -54,7 +54,7 @@ from ..autoregressive.common import ancestral_sample, categorical_log_prob
 from ..autoregressive.pixelcnn import ResidualBlock
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
 from .ae import evaluating
-from ...viz import save_rows
+from ...viz import save_reconstructions
 
 STAGES = ("autoencoder", "prior")
 # Sizes for a prior over a few dozen codes, used where the prior family has these fields and
@@ -432,10 +432,7 @@ class _VQModel(GenerativeModel):
     def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
                   n: int = 16) -> list[Path]:
         """reconstructions.png: inputs in the top row, reconstructions from their codes below."""
-        x = data.x[:n]
-        with evaluating(self):
-            x_hat = self.reconstruct(x.to(self.device)).cpu()
-        return [save_rows([x, x_hat], self.spec, Path(out_dir) / "reconstructions.png")]
+        return [save_reconstructions(self, data.x[:n], Path(out_dir) / "reconstructions.png")]
 
 
 class VQVAE(_VQModel):
