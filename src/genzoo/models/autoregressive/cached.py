@@ -10,55 +10,20 @@ Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Mode
 
 Within a pixel, channel group g depends only on channels < g of that pixel, so the column
 computed for its last channel is final and is what the caches keep. The draws are those of
-`common.ancestral_sample` (one uniform per row of the batch per sub-pixel step, none where every
+the plain sampler (one uniform per row of the batch per sub-pixel step, none where every
 pixel of the step is given), so cached and naive samples are the same for the same generator.
 """
 from __future__ import annotations
-
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import sample_categorical
+from .common import ancestral_sample
 
 
-class Stepper(Protocol):
-    def start(self, x: Tensor) -> None: ...            # build the caches from the initial levels
-    def begin_row(self, i: int) -> None: ...           # before the first pixel of row i
-    def column(self, i: int, j: int) -> Tensor: ...    # logits (n, K, C) at (i, j); updates caches
-    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None: ...
-
-
-@torch.no_grad()
-def cached_ancestral_sample(stepper: Stepper, n: int, shape: tuple[int, int, int], temperature: float,
-                            generator: torch.Generator | None, given: Tensor | None, device: torch.device) -> Tensor:
-    """Exact sampling in raster order, channels within a pixel, computing one column per step."""
-    C, H, W = shape
-    x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-    known = None
-    if given is not None:
-        given = given.to(device)
-        known = given >= 0
-        x = torch.where(known, given, x)
-    stepper.start(x)
-    for i in range(H):
-        stepper.begin_row(i)
-        for j in range(W):
-            for c in range(C):
-                skip = known is not None and bool(known[:, c, i, j].all())
-                if skip and c < C - 1:
-                    continue
-                logits = stepper.column(i, j)  # computed at the last channel even when given: it fills the caches
-                if skip:
-                    continue
-                draw = sample_categorical(logits[:, :, c], temperature, generator)
-                if known is not None:
-                    draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
-                x[:, c, i, j] = draw
-                stepper.set_level(i, j, c, draw)
-    return x
+# The sampling loop is common.ancestral_sample; these steppers make each of its steps one column.
+cached_ancestral_sample = ancestral_sample
 
 
 def _levels_to_input(level: Tensor, levels: int, dtype: torch.dtype) -> Tensor:
@@ -68,6 +33,8 @@ def _levels_to_input(level: Tensor, levels: int, dtype: torch.dtype) -> Tensor:
 
 class PixelCNNStepper:
     """Column-at-a-time PixelCNN: per layer, the upper half (rows i-p..i) of its kxk window."""
+
+    fills_caches = True
 
     def __init__(self, model) -> None:
         self.model = model
@@ -115,6 +82,8 @@ class PixelCNNStepper:
 
 class GatedPixelCNNStepper:
     """Gated PixelCNN one row of the vertical stack and one column of the horizontal stack at a time."""
+
+    fills_caches = True
 
     def __init__(self, model, labels: Tensor | None) -> None:
         from .gated_pixelcnn import gate

@@ -6,7 +6,7 @@ product rule P(x) = prod_i P(x_i | x_<i).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +47,54 @@ def check_given(given: Tensor | None, n: int, shape: tuple[int, int, int], level
     return given.long()
 
 
+class Stepper(Protocol):
+    """Computes the logits of one pixel at a time for `ancestral_sample`."""
+
+    fills_caches: bool  # True: column() must run at every pixel, given or not, to keep its caches whole
+
+    def start(self, x: Tensor) -> None: ...            # before the first step; x is updated in place
+    def begin_row(self, i: int) -> None: ...           # before the first pixel of row i
+    def column(self, i: int, j: int) -> Tensor: ...    # logits (n, K, C) at (i, j) given x so far
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None: ...
+
+
+class FullPassStepper:
+    """The plain sampler: one whole forward pass per sub-pixel. `logits_fn(x, row)` returns logits
+    (n, K, C, rows, W) valid at least for rows 0..row."""
+
+    fills_caches = False
+
+    def __init__(self, logits_fn: Callable[[Tensor, int], Tensor]) -> None:
+        self.logits_fn = logits_fn
+        self.x: Tensor | None = None
+
+    def start(self, x: Tensor) -> None:
+        self.x = x
+
+    def begin_row(self, i: int) -> None:
+        pass
+
+    def column(self, i: int, j: int) -> Tensor:
+        assert self.x is not None
+        return self.logits_fn(self.x, i)[:, :, :, i, j]
+
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
+        pass
+
+
 @torch.no_grad()
-def ancestral_sample(logits_fn: Callable[[Tensor, int], Tensor], n: int, shape: tuple[int, int, int],
+def ancestral_sample(stepper: Stepper | Callable[[Tensor, int], Tensor], n: int, shape: tuple[int, int, int],
                      temperature: float, generator: torch.Generator | None, given: Tensor | None,
                      device: torch.device) -> Tensor:
     """Exact sampling x_1 ~ P(x_1), x_2 ~ P(x_2 | x_1), ... in raster order, channels within a pixel.
 
-    `logits_fn(x, row)` returns logits (n, K, C, rows, W) valid at least for rows 0..row given x;
-    known pixels of `given` (>= 0) are kept and skipped.
+    `stepper` computes the logits (a Stepper, or a function `logits_fn(x, row)` run as a
+    FullPassStepper). Known pixels of `given` (>= 0) are kept; a sub-pixel step where every image
+    of the batch is given draws nothing, any other draws one uniform per image, so every stepper
+    that computes the same logits draws the same samples from the same generator.
     """
+    if not hasattr(stepper, "column"):
+        stepper = FullPassStepper(stepper)
     C, H, W = shape
     x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
     known = None
@@ -63,14 +102,20 @@ def ancestral_sample(logits_fn: Callable[[Tensor, int], Tensor], n: int, shape: 
         given = given.to(device)
         known = given >= 0
         x = torch.where(known, given, x)
+    stepper.start(x)
     for i in range(H):
+        stepper.begin_row(i)
         for j in range(W):
             for c in range(C):
-                if known is not None and bool(known[:, c, i, j].all()):
+                skip = known is not None and bool(known[:, c, i, j].all())
+                if skip and not (stepper.fills_caches and c == C - 1):
                     continue
-                logits = logits_fn(x, i)[:, :, c, i, j]
-                draw = sample_categorical(logits, temperature, generator)
+                logits = stepper.column(i, j)  # a caching stepper runs at the last channel even when given
+                if skip:
+                    continue
+                draw = sample_categorical(logits[:, :, c], temperature, generator)
                 if known is not None:
                     draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
                 x[:, c, i, j] = draw
+                stepper.set_level(i, j, c, draw)
     return x

@@ -117,6 +117,17 @@ class GaussianDiffusion(nn.Module):
         return torch.where(t == 0, nll, kl), pred
 
 
+def check_unet_fields(config: Any) -> None:
+    """One sentence for a bad U-Net field of a diffusion config (channel_mults, attention, heads, dropout)."""
+    if not config.channel_mults or any(m < 1 for m in config.channel_mults):
+        raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {config.channel_mults!r}.")
+    if any(r < 1 for r in config.attention_resolutions):
+        raise GenzooError(f"attention_resolutions must hold positive integers, got {config.attention_resolutions!r}.")
+    if config.base_channels % config.num_heads:
+        raise GenzooError(f"base_channels ({config.base_channels}) must be divisible by num_heads ({config.num_heads}).")
+    check_range(config.dropout, "dropout", 0.0, 0.99)
+
+
 @dataclass(frozen=True)
 class DDPMConfig:
     """Schedule, reverse variance, objective and U-Net size.
@@ -157,13 +168,7 @@ class DDPMConfig:
         if self.objective != "simple" and self.variance != "learned":
             raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
-        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
-            raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults!r}.")
-        if any(r < 1 for r in self.attention_resolutions):
-            raise GenzooError(f"attention_resolutions must hold positive integers, got {self.attention_resolutions!r}.")
-        if self.base_channels % self.num_heads:
-            raise GenzooError(f"base_channels ({self.base_channels}) must be divisible by num_heads ({self.num_heads}).")
-        check_range(self.dropout, "dropout", 0.0, 0.99)
+        check_unet_fields(self)
 
 
 class DDPM(GenerativeModel):

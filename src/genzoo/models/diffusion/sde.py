@@ -30,6 +30,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...nn.unet import UNet
+from .ddpm import check_unet_fields
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -328,11 +329,7 @@ class ScoreSDEConfig:
             raise GenzooError(f"sigma_max must exceed sigma_min, got {self.sigma_max} <= {self.sigma_min}.")
         check_range(self.t_min, "t_min", 1e-8, 0.5)
         check_range(self.sample_eps, "sample_eps", 1e-8, 0.5)
-        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
-            raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults!r}.")
-        if self.base_channels % self.num_heads:
-            raise GenzooError(f"base_channels ({self.base_channels}) must be divisible by num_heads ({self.num_heads}).")
-        check_range(self.dropout, "dropout", 0.0, 0.99)
+        check_unet_fields(self)
 
 
 class ScoreSDE(GenerativeModel):
