@@ -116,9 +116,11 @@ def test_bound_of_an_oracle_is_the_prior_term_plus_the_decoder():
     torch.testing.assert_close(-ll.nats, decoder + model.process.prior_kl(x0))
 
 
-@pytest.mark.parametrize("name,objective", [("ddpm", "simple"), ("sohl-dickstein", "hybrid"), ("sohl-dickstein", "vlb")])
-def test_objectives_are_finite_and_train_every_parameter(name, objective):
-    model = build(name, objective=objective).train()
+@pytest.mark.parametrize("name,objective,prediction", [
+    ("ddpm", "simple", "eps"), ("ddpm", "simple", "levels"), ("sohl-dickstein", "hybrid", "levels"),
+    ("sohl-dickstein", "vlb", "levels"), ("sohl-dickstein", "hybrid", "eps")])
+def test_objectives_are_finite_and_train_every_parameter(name, objective, prediction):
+    model = build(name, objective=objective, prediction=prediction).train()
     loss = model.loss(data(8))
     loss.backward()
     assert torch.isfinite(loss)
@@ -126,7 +128,7 @@ def test_objectives_are_finite_and_train_every_parameter(name, objective):
 
 
 def test_learned_variance_interpolates_between_beta_tilde_and_beta():
-    model = build("sohl-dickstein")
+    model = build("sohl-dickstein", prediction="eps")
     C = SPEC.channels
     for v, table in [(-1.0, model.process.log_var_small), (1.0, torch.log(model.betas))]:
         net = lambda xt, t, v=v: torch.cat([torch.zeros_like(xt), torch.full_like(xt, v)], 1)  # noqa: E731
@@ -158,3 +160,68 @@ def test_even_timesteps_cover_both_ends():
     assert samplers.even_timesteps(1000, 50)[0] == 0 and samplers.even_timesteps(1000, 50)[-1] == 999
     assert len(samplers.even_timesteps(1000, 50)) == 50
     assert samplers.even_timesteps(10, 10) == list(range(10))
+
+
+def test_level_posterior_is_bayes_rule_over_the_levels():
+    """P(x_0 = v_k | x_t) is proportional to exp(logit_k) N(x_t; sqrt(abar_t) v_k, 1 - abar_t),
+    computed here pixel by pixel with torch.distributions."""
+    model = build("sohl-dickstein", variance="learned")
+    K, C = SPEC.levels, SPEC.channels
+    logits = torch.randn(2, C * K, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    net = lambda xt, t: torch.cat([logits, torch.zeros_like(xt)], 1)  # noqa: E731
+    xt = torch.randn(2, C, 4, 4, dtype=torch.float64)
+    t = torch.tensor([0, 7])
+    out = model.process.p_mean_variance(net, xt, t)
+    v = torch.linspace(-1, 1, K, dtype=torch.float64)
+    for b in range(2):
+        abar = model.alpha_bar[t[b]]
+        for i in range(4):
+            for j in range(4):
+                lik = torch.distributions.Normal(abar.sqrt() * v, (1 - abar).sqrt()).log_prob(xt[b, 0, i, j])
+                joint = logits[b, :, i, j] + lik
+                post = torch.softmax(joint, 0)
+                torch.testing.assert_close(out["log_probs"][b, 0, :, i, j].exp(), post)
+                torch.testing.assert_close(out["x0"][b, 0, i, j], (post * v).sum())
+    mean, _ = model.process.q_posterior(out["x0"], xt, t)
+    torch.testing.assert_close(out["mean"], mean)
+
+
+def test_level_prediction_rounds_exactly_at_low_noise():
+    """Where the noise is far below the bin width the evidence decides: x_0-hat is the true level
+    whatever the (random) network says, so the first KL terms nearly vanish."""
+    model = build("sohl-dickstein", timesteps=200, beta_start=1e-5, beta_end=0.02)
+    x = data(4)
+    x0 = model.to_model_space(x)
+    t = torch.zeros(4, dtype=torch.long)
+    xt = model.q_sample(x0, t, torch.randn_like(x0))
+    out = model.process.p_mean_variance(model.net, xt, t)
+    torch.testing.assert_close(out["x0"], x0, atol=1e-9, rtol=0)
+    eps_model = build("ddpm", timesteps=200, beta_start=1e-5, beta_end=0.02)
+    eps_out = eps_model.process.p_mean_variance(eps_model.net, xt, t)
+    assert (eps_out["x0"] - x0).abs().max() > 1e-4, "an untrained eps network does not denoise"
+
+
+class Fixed(nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, xt, t):
+        return self.out
+
+
+def test_bound_of_a_level_oracle_is_the_prior_term_plus_the_decoder():
+    """Logits sure of the true level give x_0-hat = x_0, so with beta-tilde every KL term is 0."""
+    model = build("ddpm", prediction="levels", variance="fixed_small")
+    x = data(3)
+    K = SPEC.levels
+    sure = 50.0 * torch.nn.functional.one_hot(x[:, 0], K).permute(0, 3, 1, 2).double()
+    model.net = Fixed(sure)
+    T = model.process.timesteps
+    terms = model.bound_terms(x, torch.arange(1, T), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms, torch.zeros(3, T - 1, dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_unknown_prediction_is_one_sentence():
+    with pytest.raises(GenzooError, match="prediction must be one of eps, levels"):
+        genzoo.create("ddpm", SPEC, prediction="x0")

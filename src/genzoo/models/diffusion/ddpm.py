@@ -11,6 +11,16 @@ exp(v log beta_t + (1 - v) log beta-tilde_t) ("learned", Nichol & Dhariwal 2021,
 Training: L_simple = E ||eps - eps_theta(x_t, t)||^2 (Ho et al. eq. 14), optionally plus
 lambda L_vlb (the hybrid objective), or L_vlb alone.
 
+The mean can instead be parametrized through the data's K levels (prediction="levels"): the
+network gives per-pixel logits l_k over the levels v_k, the exact per-pixel evidence of x_t is
+added, and x_0-hat is the mean of the resulting categorical,
+    P(x_0 = v_k | x_t) proportional to exp(l_k(x_t, t) - (x_t - sqrt(abar_t) v_k)^2 / (2 (1 - abar_t))),
+    x_0-hat = sum_k P_k v_k,   mu_theta = mu-tilde_t(x_0-hat, x_t),
+which is exact Bayes when l_k is the log prior of the level given the rest of the image. At low
+noise the evidence term alone rounds x_t to its level, which an eps network cannot do smoothly,
+and those steps dominate the bound of discrete data. Its "simple" loss is the cross-entropy of
+the true level under P (the analogue of L_simple: its optimum is the posterior over x_0).
+
 The variational bound, in nats of the discrete image (Ho et al. eq. 5 and section 3.3):
     -log P(x_0) <= KL(q(x_T | x_0) || N(0, I))                                  (L_T, the prior)
                  + sum_{t=1}^{T-1} KL(q(x_t-1 | x_t, x_0) || p(x_t-1 | x_t))    (L_t, 0-based t)
@@ -33,9 +43,11 @@ from ...nn.unet import UNet
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
 from . import samplers
 from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_likelihood, gather, make_betas,
-                        normal_kl, posterior_variance_of, predict_x0_from_eps, q_posterior, q_sample)
+                        normal_kl, posterior_variance_of, predict_eps_from_x0, predict_x0_from_eps, q_posterior,
+                        q_sample)
 
 VARIANCES = ("fixed_small", "fixed_large", "learned")
+PREDICTIONS = ("eps", "levels")
 OBJECTIVES = ("simple", "hybrid", "vlb")
 SAMPLERS = ("ancestral", "ddim")
 
@@ -44,14 +56,17 @@ class GaussianDiffusion(nn.Module):
     """The forward process and the Gaussian reverse process around a network, as math.
 
     Buffers are float64 and derived from the config (not saved): betas, alpha_bar, and the
-    log-variances of the reverse step. `net(xt, t)` returns eps (C channels) or eps and the
-    variance interpolation v in [-1, 1] (2C channels) when the variance is learned.
+    log-variances of the reverse step. `net(xt, t)` returns eps (C channels), or with
+    prediction="levels" logits over the K levels (C * K channels, channel c * K + k), followed by
+    the variance interpolation v in [-1, 1] (C more channels) when the variance is learned.
     """
 
-    def __init__(self, betas: Tensor, variance: str) -> None:
+    def __init__(self, betas: Tensor, variance: str, prediction: str = "eps", levels: int = 256) -> None:
         super().__init__()
-        assert variance in VARIANCES
+        assert variance in VARIANCES and prediction in PREDICTIONS and levels >= 2
         self.variance = variance
+        self.prediction = prediction
+        self.levels = levels
         self.register_buffer("betas", betas.double(), persistent=False)
         self.register_buffer("alpha_bar", alpha_bar_of(betas.double()), persistent=False)
         post_var = posterior_variance_of(betas.double())
@@ -77,21 +92,47 @@ class GaussianDiffusion(nn.Module):
         """
         C = xt.shape[1]
         out = net(xt, t.to(xt.dtype))
+        width = self.output_channels(C) - (C if self.variance == "learned" else 0)
+        assert out.shape[1] == self.output_channels(C), \
+            f"the network must return {self.output_channels(C)} channels, got {out.shape[1]}"
         if self.variance == "learned":
-            assert out.shape[1] == 2 * C, f"a learned-variance network must return {2 * C} channels, got {out.shape[1]}"
-            eps, v = out[:, :C], out[:, C:]
+            v = out[:, width:]
             frac = (v + 1) / 2
             log_var = frac * gather(torch.log(self.betas), t, xt) + (1 - frac) * gather(self.log_var_small, t, xt)
         else:
-            assert out.shape[1] == C, f"the network must return {C} channels, got {out.shape[1]}"
-            eps = out
             table = self.log_var_small if self.variance == "fixed_small" else self.log_var_large
             log_var = gather(table, t, xt).expand_as(xt)
-        x0 = predict_x0_from_eps(self.alpha_bar, xt, t, eps)
-        if clip:
-            x0 = x0.clamp(-1, 1)
-        mean, _ = self.q_posterior(x0, xt, t)
-        return {"mean": mean, "log_var": log_var, "eps": eps, "x0": x0}
+        pred: dict[str, Tensor] = {"log_var": log_var}
+        if self.prediction == "eps":
+            pred["eps"] = out[:, :C]
+            x0 = predict_x0_from_eps(self.alpha_bar, xt, t, pred["eps"])
+            if clip:
+                x0 = x0.clamp(-1, 1)
+        else:
+            pred["log_probs"] = self.level_log_probs(out[:, :width], xt, t)
+            x0 = (pred["log_probs"].exp() * self.level_values(xt).view(1, 1, -1, 1, 1)).sum(2)
+            pred["eps"] = predict_eps_from_x0(self.alpha_bar, xt, t, x0)
+        pred["mean"], _ = self.q_posterior(x0, xt, t)
+        pred["x0"] = x0
+        return pred
+
+    def output_channels(self, channels: int) -> int:
+        """Channels the network must return for images of `channels` channels."""
+        width = channels * (self.levels if self.prediction == "levels" else 1)
+        return width + (channels if self.variance == "learned" else 0)
+
+    def level_values(self, like: Tensor) -> Tensor:
+        """The K levels in model space, v_k = 2k/(K-1) - 1, (K,)."""
+        return torch.linspace(-1, 1, self.levels, dtype=like.dtype, device=like.device)
+
+    def level_log_probs(self, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        """log P(x_0 = v_k | x_t) (B, C, K, H, W): network logits plus the exact evidence of each pixel."""
+        B, C = xt.shape[:2]
+        logits = logits.reshape(B, C, self.levels, *xt.shape[2:])
+        abar = gather(self.alpha_bar, t, xt).unsqueeze(2)
+        v = self.level_values(xt).view(1, 1, -1, *[1] * (xt.ndim - 2))
+        evidence = -(xt.unsqueeze(2) - abar.sqrt() * v) ** 2 / (2 * (1 - abar))
+        return torch.log_softmax(logits + evidence, dim=2)
 
     def prior_kl(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T | x_0) || N(0, I)) summed over dimensions, (B,) nats."""
@@ -132,12 +173,14 @@ def check_unet_fields(config: Any) -> None:
 class DDPMConfig:
     """Schedule, reverse variance, objective and U-Net size.
 
-    schedule: "linear" (beta_start..beta_end) or "cosine"; variance: "fixed_small" (beta-tilde),
+    prediction: "eps" (Ho et al.) or "levels" (x_0 as the mean of a categorical over the K levels,
+    see the module docstring); schedule: "linear" (beta_start..beta_end) or "cosine"; variance: "fixed_small" (beta-tilde),
     "fixed_large" (beta) or "learned"; objective: "simple" (L_simple), "hybrid"
     (L_simple + vlb_weight * L_vlb) or "vlb" (the bound alone); the last two need a learned variance.
     """
 
     timesteps: int = 1000
+    prediction: str = "eps"
     schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -161,6 +204,8 @@ class DDPMConfig:
             raise GenzooError(f"schedule must be linear or cosine, got {self.schedule!r}.")
         check_range(self.beta_start, "beta_start", 1e-8, 0.999)
         check_range(self.beta_end, "beta_end", self.beta_start, 0.999)
+        if self.prediction not in PREDICTIONS:
+            raise GenzooError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}.")
         if self.variance not in VARIANCES:
             raise GenzooError(f"variance must be one of {', '.join(VARIANCES)}, got {self.variance!r}.")
         if self.objective not in OBJECTIVES:
@@ -185,11 +230,11 @@ class DDPM(GenerativeModel):
     def __init__(self, spec: DataSpec, config: DDPMConfig) -> None:
         super().__init__(spec, config)
         C = spec.channels
-        out_channels = 2 * C if config.variance == "learned" else C
-        self.net = UNet(C, out_channels, min(spec.height, spec.width), config.base_channels, config.channel_mults,
-                        config.num_res_blocks, config.attention_resolutions, config.dropout, config.num_heads)
         betas = make_betas(config.schedule, config.timesteps, config.beta_start, config.beta_end)
-        self.process = GaussianDiffusion(betas, config.variance)
+        self.process = GaussianDiffusion(betas, config.variance, config.prediction, spec.levels)
+        self.net = UNet(C, self.process.output_channels(C), min(spec.height, spec.width), config.base_channels,
+                        config.channel_mults, config.num_res_blocks, config.attention_resolutions, config.dropout,
+                        config.num_heads)
 
     # -- the contract of DESIGN.md for diffusion ---------------------------------------------
     @property
@@ -233,24 +278,32 @@ class DDPM(GenerativeModel):
         return to_centered(x, self.spec.levels, dtype=self._dtype())
 
     def loss(self, x: Tensor) -> Tensor:
-        """L_simple (mean squared eps error per dimension), plus vlb_weight * L_vlb per dimension
-        (hybrid) or L_vlb per dimension alone, with t ~ U{0..T-1}."""
+        """The simple loss per dimension (L_simple, the squared eps error, or with
+        prediction="levels" the cross-entropy of the true level), plus vlb_weight * L_vlb per
+        dimension (hybrid) or L_vlb per dimension alone, with t ~ U{0..T-1}."""
         self.check_input(x)
         x0 = self.to_model_space(x)
         B, T = x0.shape[0], self.process.timesteps
         t = torch.randint(0, T, (B,), device=x0.device)
         eps = torch.randn_like(x0)
         xt = self.process.q_sample(x0, t, eps)
-        if self.config.objective == "simple":
+        if self.config.objective == "simple" and self.config.prediction == "eps":
             eps_hat = self.net(xt, t.to(xt.dtype))
             return (eps_hat - eps).pow(2).mean()
-        detach = self.config.objective == "hybrid"
-        terms, pred = self.process.vlb_terms(self.net, x0, xt, t, self.spec.levels, detach_mean=detach)
-        # sum over t of L_t estimated by T * L_t at uniform t, plus the prior term; per dimension.
-        vlb = (T * terms + self.process.prior_kl(x0)).mean() / self.spec.dims
-        if self.config.objective == "vlb":
-            return vlb
-        return (pred["eps"] - eps).pow(2).mean() + self.config.vlb_weight * vlb
+        if self.config.objective == "simple":
+            pred, vlb = self.process.p_mean_variance(self.net, xt, t, clip=False), None
+        else:
+            terms, pred = self.process.vlb_terms(self.net, x0, xt, t, self.spec.levels,
+                                                 detach_mean=self.config.objective == "hybrid")
+            # sum over t of L_t estimated by T * L_t at uniform t, plus the prior term; per dimension.
+            vlb = (T * terms + self.process.prior_kl(x0)).mean() / self.spec.dims
+            if self.config.objective == "vlb":
+                return vlb
+        if self.config.prediction == "eps":
+            simple = (pred["eps"] - eps).pow(2).mean()
+        else:
+            simple = -pred["log_probs"].gather(2, x.to(x0.device).long().unsqueeze(2)).mean()
+        return simple if vlb is None else simple + self.config.vlb_weight * vlb
 
     # -- likelihood ----------------------------------------------------------------------------
     @torch.no_grad()

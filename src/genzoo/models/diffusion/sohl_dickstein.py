@@ -22,6 +22,7 @@ from .ddpm import DDPM, DDPMConfig
 class SohlDicksteinConfig(DDPMConfig):
     """DDPM's config with a learned reverse variance and a bound-based objective."""
 
+    prediction: str = "levels"
     variance: str = "learned"
     objective: str = "hybrid"
     vlb_weight: float = 0.001
