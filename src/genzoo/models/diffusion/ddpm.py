@@ -110,7 +110,7 @@ class GaussianDiffusion(nn.Module):
                 x0 = x0.clamp(-1, 1)
         else:
             pred["log_probs"] = self.level_log_probs(out[:, :width], xt, t)
-            x0 = (pred["log_probs"].exp() * self.level_values(xt).view(1, 1, -1, 1, 1)).sum(2)
+            x0 = (pred["log_probs"].exp() * self.level_values(xt).view(-1, *[1] * (xt.ndim - 2))).sum(2)
             pred["eps"] = predict_eps_from_x0(self.alpha_bar, xt, t, x0)
         pred["mean"], _ = self.q_posterior(x0, xt, t)
         pred["x0"] = x0
