@@ -346,7 +346,7 @@ def train(model: nn.Module, train_data: Dataset, val_data: Dataset | None, confi
                 except GenzooError as e:
                     raise GenzooError(f"training stopped at step {global_step + 1}: {e}") from e
                 if not torch.isfinite(loss):
-                    raise GenzooError(f"training stopped at step {global_step + 1}: the loss became {float(loss)} "
+                    raise GenzooError(f"training stopped at step {global_step + 1}: the loss became {float(loss.detach())} "
                                       f"(not finite); try a lower --lr or a smaller --grad-clip.")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
