@@ -9,15 +9,6 @@ from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.schedules import predict_x0_from_eps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SPEC = genzoo.DataSpec(1, 4, 4, 5)
 TINY = {"timesteps": 12, "base_channels": 8, "channel_mults": (1, 2), "attention_resolutions": (2,),
         "validation_terms": 5, "dropout": 0.0}

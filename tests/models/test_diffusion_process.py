@@ -8,15 +8,6 @@ import genzoo
 from genzoo.models.diffusion import schedules as S
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def betas():
     return S.linear_betas(1000)

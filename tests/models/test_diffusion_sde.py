@@ -10,15 +10,6 @@ from genzoo.models.diffusion.sde import (VESDE, VPSDE, divergence_exact, diverge
                                          ode_sample, pc_sample, rk4, rk45)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MU, SD = 0.3, 0.5
 
 

@@ -5,15 +5,6 @@ import torch
 from genzoo.nn.unet import UNet, sinusoidal_embedding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("size,mults,attn", [(8, (1, 2), (4,)), (7, (1, 2, 2), (4, 2)), (1, (1,), ())])
 def test_unet_keeps_the_shape_and_every_input_reaches_the_output(size, mults, attn):
     torch.manual_seed(0)
