@@ -61,7 +61,7 @@ class GaussianDiffusion(nn.Module):
     the variance interpolation v in [-1, 1] (C more channels) when the variance is learned.
     """
 
-    def __init__(self, betas: Tensor, variance: str, prediction: str = "eps", levels: int = 256) -> None:
+    def __init__(self, betas: Tensor, variance: str, prediction: str, levels: int) -> None:
         super().__init__()
         assert variance in VARIANCES and prediction in PREDICTIONS and levels >= 2
         self.variance = variance
@@ -110,7 +110,7 @@ class GaussianDiffusion(nn.Module):
                 x0 = x0.clamp(-1, 1)
         else:
             pred["log_probs"] = self.level_log_probs(out[:, :width], xt, t)
-            x0 = (pred["log_probs"].exp() * self.level_values(xt).view(-1, *[1] * (xt.ndim - 2))).sum(2)
+            x0 = (pred["log_probs"].exp() * self.level_values(xt)).sum(2)
             pred["eps"] = predict_eps_from_x0(self.alpha_bar, xt, t, x0)
         pred["mean"], _ = self.q_posterior(x0, xt, t)
         pred["x0"] = x0
@@ -121,17 +121,18 @@ class GaussianDiffusion(nn.Module):
         width = channels * (self.levels if self.prediction == "levels" else 1)
         return width + (channels if self.variance == "learned" else 0)
 
-    def level_values(self, like: Tensor) -> Tensor:
-        """The K levels in model space, v_k = 2k/(K-1) - 1, (K,)."""
-        return torch.linspace(-1, 1, self.levels, dtype=like.dtype, device=like.device)
+    def level_values(self, x: Tensor) -> Tensor:
+        """The K levels in model space, v_k = 2k/(K-1) - 1, shaped (K, 1, ..., 1) to broadcast along
+        dim 2 of (B, C, K, ...) for images x (B, C, ...)."""
+        v = torch.linspace(-1, 1, self.levels, dtype=x.dtype, device=x.device)
+        return v.view(-1, *[1] * (x.ndim - 2))
 
     def level_log_probs(self, logits: Tensor, xt: Tensor, t: Tensor) -> Tensor:
         """log P(x_0 = v_k | x_t) (B, C, K, H, W): network logits plus the exact evidence of each pixel."""
         B, C = xt.shape[:2]
         logits = logits.reshape(B, C, self.levels, *xt.shape[2:])
         abar = gather(self.alpha_bar, t, xt).unsqueeze(2)
-        v = self.level_values(xt).view(1, 1, -1, *[1] * (xt.ndim - 2))
-        evidence = -(xt.unsqueeze(2) - abar.sqrt() * v) ** 2 / (2 * (1 - abar))
+        evidence = -(xt.unsqueeze(2) - abar.sqrt() * self.level_values(xt)) ** 2 / (2 * (1 - abar))
         return torch.log_softmax(logits + evidence, dim=2)
 
     def prior_kl(self, x0: Tensor) -> Tensor:
@@ -141,7 +142,7 @@ class GaussianDiffusion(nn.Module):
         mean, log_var = abar.sqrt() * x0, torch.log1p(-abar).expand_as(x0)
         return normal_kl(mean, log_var, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
 
-    def vlb_terms(self, net: Callable[[Tensor, Tensor], Tensor], x0: Tensor, xt: Tensor, t: Tensor, levels: int,
+    def vlb_terms(self, net: Callable[[Tensor, Tensor], Tensor], x0: Tensor, xt: Tensor, t: Tensor,
                   detach_mean: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """L_t for each image at its own t (B,) in nats: the decoder NLL where t = 0, else the KL.
 
@@ -154,7 +155,7 @@ class GaussianDiffusion(nn.Module):
         # beta-tilde_0 = 0: log of it is never used (t = 0 takes the decoder), keep it finite.
         true_log_var = torch.log(true_var.clamp_min(1e-30)).expand_as(x0)
         kl = normal_kl(true_mean, true_log_var, mean, pred["log_var"]).flatten(1).sum(1)
-        nll = -discretized_gaussian_log_likelihood(x0, mean, pred["log_var"], levels).flatten(1).sum(1)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, pred["log_var"], self.levels).flatten(1).sum(1)
         return torch.where(t == 0, nll, kl), pred
 
 
@@ -293,8 +294,7 @@ class DDPM(GenerativeModel):
         if self.config.objective == "simple":
             pred, vlb = self.process.p_mean_variance(self.net, xt, t, clip=False), None
         else:
-            terms, pred = self.process.vlb_terms(self.net, x0, xt, t, self.spec.levels,
-                                                 detach_mean=self.config.objective == "hybrid")
+            terms, pred = self.process.vlb_terms(self.net, x0, xt, t, detach_mean=self.config.objective == "hybrid")
             # sum over t of L_t estimated by T * L_t at uniform t, plus the prior term; per dimension.
             vlb = (T * terms + self.process.prior_kl(x0)).mean() / self.spec.dims
             if self.config.objective == "vlb":
@@ -316,7 +316,7 @@ class DDPM(GenerativeModel):
             tt = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
             eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
             xt = self.process.q_sample(x0, tt, eps)
-            out.append(self.process.vlb_terms(self.net, x0, xt, tt, self.spec.levels)[0])
+            out.append(self.process.vlb_terms(self.net, x0, xt, tt)[0])
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
