@@ -196,3 +196,33 @@ def test_gated_pixelcnn_conditions_on_labels():
 def test_bad_config_values_are_one_clear_error(name, field, value):
     with pytest.raises(GenzooError, match=field):
         genzoo.create(name, DataSpec(1, 4, 4, 3), **{field: value})
+
+
+@pytest.mark.parametrize("name,config", [
+    ("pixelcnn", {"hidden_channels": 7, "num_blocks": 2, "first_kernel_size": 3, "output_hidden": 8, "dropout": 0.0}),
+    ("gated-pixelcnn", {"hidden_channels": 7, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 8, "dropout": 0.0}),
+])
+def test_colour_models_with_widths_not_a_multiple_of_three_stay_causal_and_normalized(name, config):
+    """Uneven channel groups (7 features -> 3, 2, 2): the masks still follow R -> G -> B."""
+    spec = DataSpec(3, 2, 2, 2)
+    model = randomized(genzoo.create(name, spec, **config), scale=0.5)
+    total = torch.logsumexp(model.log_likelihood(all_images(spec)).nats, 0)
+    torch.testing.assert_close(total, torch.zeros((), dtype=torch.float64), atol=1e-10, rtol=0)
+    order = torch.arange(12).view(2, 2, 3).permute(2, 0, 1)  # raster, then channel
+    gen = torch.Generator().manual_seed(2)
+    for c in range(3):
+        before = order < order[c, 1, 1]
+        # many inputs, spread wide, so that every path is open (ReLU on) for some of them
+        x = (torch.rand(64, 3, 2, 2, generator=gen, dtype=torch.float64) * 3 - 1).requires_grad_(True)
+        model.logits(x)[:, :, c, 1, 1].sum().backward()
+        seen = (x.grad != 0).any(0)
+        assert not seen[~before].any(), f"channel {c} sees itself or a later sub-pixel"
+        assert seen[before].all(), f"channel {c} misses an earlier sub-pixel"
+    fast = model.sample(3, generator=torch.Generator().manual_seed(0), cache=True)
+    assert torch.equal(fast, model.sample(3, generator=torch.Generator().manual_seed(0), cache=False))
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated-pixelcnn", "pixelcnn++"])
+def test_default_configs_build_for_colour_images(name):
+    model = genzoo.create(name, DataSpec(3, 8, 8, 4))
+    assert model.log_likelihood(torch.randint(0, 4, (2, 3, 8, 8))).nats.shape == (2,)

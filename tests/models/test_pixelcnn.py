@@ -112,7 +112,7 @@ def test_bad_arguments_are_one_clear_sentence():
         model.sample(2, given=torch.zeros(2, 1, 3, 3, dtype=torch.long))
     with pytest.raises(genzoo.GenzooError, match="levels"):
         model.log_likelihood(torch.full((1, 1, 4, 4), 5))
-    with pytest.raises(genzoo.GenzooError, match="divisible"):
-        genzoo.create("pixelcnn", DataSpec(3, 4, 4, 5), hidden_channels=16)
+    with pytest.raises(genzoo.GenzooError, match="at least the 3 image channels"):
+        genzoo.create("pixelcnn", DataSpec(3, 4, 4, 5), hidden_channels=2)
     with pytest.raises(genzoo.GenzooError, match="no config field"):
         genzoo.create("pixelcnn", spec, hidden=3)

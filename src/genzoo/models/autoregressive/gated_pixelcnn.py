@@ -33,13 +33,17 @@ from .common import ancestral_sample, categorical_log_prob, check_given
 
 @dataclass(frozen=True)
 class GatedPixelCNNConfig:
-    """hidden_channels and output_hidden must be divisible by the number of image channels.
+    """Features are split into one contiguous group per image channel, as evenly as the widths
+    allow; hidden_channels and output_hidden must be at least the number of channels.
+
+    The default is deep and narrow (10 layers of 48): on 28x28 MNIST it learns faster than 6 layers
+    of 64 at about the same cost per step.
 
     num_classes: 0 for an unconditional model, else the number of class labels it is conditioned on.
     """
 
-    hidden_channels: int = 64
-    num_layers: int = 6
+    hidden_channels: int = 48
+    num_layers: int = 10
     first_kernel_size: int = 7
     kernel_size: int = 3
     output_hidden: int = 128
@@ -104,8 +108,9 @@ class GatedPixelCNN(GenerativeModel):
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig) -> None:
         super().__init__(spec, config)
         C, K = spec.channels, spec.levels
-        if config.hidden_channels % C or config.output_hidden % C:
-            raise GenzooError(f"hidden_channels and output_hidden must be divisible by the {C} image channels.")
+        if min(config.hidden_channels, config.output_hidden) < C:
+            raise GenzooError(f"hidden_channels and output_hidden must be at least the {C} image channels "
+                              f"(one group of features per channel), got {config.hidden_channels} and {config.output_hidden}.")
         hidden = config.hidden_channels
         groups = channel_groups(hidden, C)
         # Input: the C data channels in groups 0..C-1, plus a constant channel (group -1) that

@@ -28,7 +28,8 @@ from .common import ancestral_sample, categorical_log_prob, check_given
 
 @dataclass(frozen=True)
 class PixelCNNConfig:
-    """hidden_channels must be divisible by the number of image channels (one group per colour)."""
+    """Features are split into one contiguous group per image channel (R, G, B), as evenly as the
+    widths allow; hidden_channels and output_hidden must be at least the number of channels."""
 
     hidden_channels: int = 96
     num_blocks: int = 6
@@ -77,8 +78,9 @@ class PixelCNN(GenerativeModel):
     def __init__(self, spec: DataSpec, config: PixelCNNConfig) -> None:
         super().__init__(spec, config)
         C, K = spec.channels, spec.levels
-        if config.hidden_channels % C or config.output_hidden % C:
-            raise GenzooError(f"hidden_channels and output_hidden must be divisible by the {C} image channels.")
+        if min(config.hidden_channels, config.output_hidden) < C:
+            raise GenzooError(f"hidden_channels and output_hidden must be at least the {C} image channels "
+                              f"(one group of features per channel), got {config.hidden_channels} and {config.output_hidden}.")
         # Input: the C data channels in groups 0..C-1, plus a constant channel (group -1) that
         # marks the image inside the zero padding.
         in_groups = torch.cat([torch.arange(C), torch.tensor([-1])])
