@@ -4,7 +4,7 @@ with the same budget, and the speed-up of cached over naive sampling at 28x28 (b
 Prints one JSON object to stdout; progress goes to stderr. Examples:
 
     OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data digits
-    OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data mnist --root /work/shared/data/mnist-8k --steps 1500 --batch-size 32
+    OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data mnist --steps 500 --batch-size 32 --eval-every 250 --config '{"dropout": 0}'
     OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --sampling-only --full-naive
 
 Naive sampling costs one full forward pass per sub-pixel, the same at every step; unless
@@ -17,8 +17,12 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MNIST_8K  # noqa: E402
 
 import genzoo
 from genzoo.data.spec import DataSpec
@@ -36,8 +40,8 @@ def bench_likelihood(args) -> dict:
     out = {}
     for name in args.models:
         torch.manual_seed(args.seed)  # each model's initialisation independent of the models before it
-        model = genzoo.create(name, tr.spec)
-        overrides = {"steps": args.steps, "batch_size": args.batch_size, "sample_every": 0}
+        model = genzoo.create(name, tr.spec, **json.loads(args.config))
+        overrides = {"steps": args.steps, "batch_size": args.batch_size, "eval_every": args.eval_every, "sample_every": 0}
         if args.quick:
             overrides.update(steps=args.steps or 100, eval_every=50)
         cfg = train_config_for(model, **overrides)
@@ -49,7 +53,7 @@ def bench_likelihood(args) -> dict:
         bpd = genzoo.bits_per_dim(model, te.x)
         out[name] = {"test_bpd": round(bpd.value, 4), "kind": bpd.kind, "best_val_bpd": round(result.best_val_bpd, 4),
                      "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "train_seconds": round(seconds, 1),
-                     "params": sum(p.numel() for p in model.parameters())}
+                     "params": sum(p.numel() for p in model.parameters()), "config": dict(model.config.__dict__)}
         log(f"[{args.data}] {name}: test {bpd.value:.4f} bits/dim ({seconds:.0f} s)")
     return out
 
@@ -89,6 +93,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--steps", type=int, default=None, help="training steps for every model (default: each model's own)")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--config", default="{}", help="JSON of config overrides applied to every model, e.g. '{\"dropout\": 0}'")
     p.add_argument("--quick", action="store_true", help="a few steps, to check the script runs")
     p.add_argument("--sampling-only", action="store_true")
     p.add_argument("--no-sampling", action="store_true")
@@ -99,7 +105,7 @@ def main() -> None:
     p.add_argument("--progress", action="store_true")
     args = p.parse_args()
     if args.data == "mnist" and args.root is None:
-        args.root = "/work/shared/data/mnist-8k"
+        args.root = str(MNIST_8K)
     torch.set_num_threads(args.threads)
     result: dict = {"threads": args.threads}
     if not args.sampling_only:
