@@ -16,15 +16,6 @@ PP = {"hidden_channels": 6, "num_resnet": 1, "num_scales": 2, "num_mixtures": 3}
 SPECS = [DataSpec(1, 2, 2, 3), DataSpec(3, 2, 2, 2)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomized(model: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
     """float64, eval mode, every parameter drawn at random (zero-initialised layers test nothing)."""
     gen = torch.Generator().manual_seed(0)

@@ -33,6 +33,14 @@ def sample_categorical(logits: Tensor, temperature: float, generator: torch.Gene
     return torch.searchsorted(cdf, u).clamp_max(logits.shape[-1] - 1).squeeze(-1)
 
 
+def check_group_widths(hidden_channels: int, output_hidden: int, channels: int) -> None:
+    """Features are split into one contiguous group per image channel (channel_groups), as evenly as
+    the widths allow, so each width needs at least one feature per channel."""
+    if min(hidden_channels, output_hidden) < channels:
+        raise GenzooError(f"hidden_channels and output_hidden must be at least the {channels} image channels "
+                          f"(one group of features per channel), got {hidden_channels} and {output_hidden}.")
+
+
 def check_given(given: Tensor | None, n: int, shape: tuple[int, int, int], levels: int) -> Tensor | None:
     """Validate a completion template: (n, C, H, W) levels, -1 where unknown."""
     if given is None:

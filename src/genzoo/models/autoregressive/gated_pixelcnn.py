@@ -28,7 +28,7 @@ from ...errors import GenzooError
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift
 from ...nn.masked import MaskedConv2d, channel_groups
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
-from .common import ancestral_sample, categorical_log_prob, check_given
+from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,7 @@ class GatedPixelCNN(GenerativeModel):
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig) -> None:
         super().__init__(spec, config)
         C, K = spec.channels, spec.levels
-        if min(config.hidden_channels, config.output_hidden) < C:
-            raise GenzooError(f"hidden_channels and output_hidden must be at least the {C} image channels "
-                              f"(one group of features per channel), got {config.hidden_channels} and {config.output_hidden}.")
+        check_group_widths(config.hidden_channels, config.output_hidden, C)
         hidden = config.hidden_channels
         groups = channel_groups(hidden, C)
         # Input: the C data channels in groups 0..C-1, plus a constant channel (group -1) that

@@ -23,7 +23,7 @@ from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
-from .common import ancestral_sample, categorical_log_prob, check_given
+from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,7 @@ class PixelCNN(GenerativeModel):
     def __init__(self, spec: DataSpec, config: PixelCNNConfig) -> None:
         super().__init__(spec, config)
         C, K = spec.channels, spec.levels
-        if min(config.hidden_channels, config.output_hidden) < C:
-            raise GenzooError(f"hidden_channels and output_hidden must be at least the {C} image channels "
-                              f"(one group of features per channel), got {config.hidden_channels} and {config.output_hidden}.")
+        check_group_widths(config.hidden_channels, config.output_hidden, C)
         # Input: the C data channels in groups 0..C-1, plus a constant channel (group -1) that
         # marks the image inside the zero padding.
         in_groups = torch.cat([torch.arange(C), torch.tensor([-1])])
