@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import genzoo
 from genzoo import DataSpec, GenzooError
 from genzoo.models.autoregressive.pixelcnn_pp import discretized_logistic_log_prob
+from genzoo.nn.init import shifted_out
 
 GATED = {"hidden_channels": 6, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 6}
 PP = {"hidden_channels": 6, "num_resnet": 1, "num_scales": 2, "num_mixtures": 3}
@@ -217,3 +218,47 @@ def test_colour_models_with_widths_not_a_multiple_of_three_stay_causal_and_norma
 def test_default_configs_build_for_colour_images(name):
     model = genzoo.create(name, DataSpec(3, 8, 8, 4))
     assert model.log_likelihood(torch.randint(0, 4, (2, 3, 8, 8))).nats.shape == (2,)
+
+
+def test_pixelcnn_pp_initializes_from_its_first_training_batch_once():
+    spec = DataSpec(1, 4, 4, 5)
+    model = randomized(genzoo.create("pixelcnn++", spec, **PP)).train()
+    x = torch.randint(0, 5, (16, 1, 4, 4))
+    assert int(model.initialized) == 0
+    model.loss(x)
+    assert int(model.initialized) == 1
+    # on that batch, without dropout, every convolution's output is normalized per channel
+    model.eval()
+    outs: dict[str, torch.Tensor] = {}
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, shifted_out(m, o)))
+               for name, m in convs.items()]
+    with torch.no_grad():
+        model.params(x)
+    for h in handles:
+        h.remove()
+    assert set(outs) == set(convs)
+    for name, out in outs.items():
+        target = 0.1 if name.endswith("conv_out") else 1.0
+        mean, std = out.mean(dim=(0, 2, 3)), out.std(dim=(0, 2, 3))
+        torch.testing.assert_close(mean, torch.zeros_like(mean), msg=name)
+        torch.testing.assert_close(std, torch.full_like(std, target), msg=name)
+    # a later batch, and a reloaded model, do not initialize again
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train().loss(torch.randint(0, 5, (16, 1, 4, 4)))
+    reloaded = genzoo.create("pixelcnn++", spec, **PP).double()
+    reloaded.load_state_dict(state)
+    reloaded.train().loss(x)
+    for m in (model, reloaded):
+        for k, v in m.state_dict().items():
+            torch.testing.assert_close(v, state[k], msg=k)
+
+
+def test_pixelcnn_pp_stays_normalized_after_initialization():
+    spec = SPECS[1]
+    model = randomized(genzoo.create("pixelcnn++", spec, **PP))
+    x = all_images(spec)
+    model.initialize(x)
+    with torch.no_grad():
+        total = model.log_likelihood(x).nats.exp().sum()
+    torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64))

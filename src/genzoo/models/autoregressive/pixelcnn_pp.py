@@ -11,6 +11,14 @@ k = K-1 take the whole tail (-inf, v_0 + d] and [v_{K-1} - d, inf), so the K bin
 The linear dependence on earlier channels (R -> G -> B) makes the pixel's channels correlated
 without a separate pass per channel. Salimans et al. 2017, "PixelCNN++", sections 2.1-2.3.
 log_likelihood is exact, in nats; loss is its negative mean per dimension.
+
+The first training batch initializes the weights from data, as the authors do (Salimans &
+Kingma 2016, "Weight Normalization", section 3): every convolution's output starts with zero mean
+and unit variance per channel (the last convolution of each residual branch with 0.1, so each
+block starts close to the identity). With the plain default initialization the residual branches
+start so small that the network begins almost constant in its input and learns slowly. The
+`initialized` buffer records the initialization, so a saved model reloads as trained and a
+resumed run does not redo it.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
                           DownShiftedConvTranspose2d, concat_elu)
+from ...nn.init import data_dependent_init
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import check_given, sample_categorical
 
@@ -121,6 +130,20 @@ class PixelCNNPlusPlus(GenerativeModel):
         M = config.num_mixtures
         self.num_coeffs = C * (C - 1) // 2
         self.out = nn.Conv2d(ch, M * (1 + 2 * C + self.num_coeffs), 1)
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        """Data-dependent initialization on levels x (B, C, H, W), with dropout off; see the module
+        docstring. Training calls it on its first batch."""
+        residual_ends = [m.conv_out for m in self.modules() if isinstance(m, GatedResnet)]
+        was_training = self.training
+        self.eval()
+        try:
+            data_dependent_init(self, lambda: self.params(x), small=residual_ends)
+        finally:
+            self.train(was_training)
+        self.initialized.fill_(1)
 
     # -- the network --------------------------------------------------------------------------
     def features(self, x: Tensor) -> Tensor:
@@ -136,6 +159,8 @@ class PixelCNNPlusPlus(GenerativeModel):
 
     def params(self, x: Tensor) -> Tensor:
         """Mixture parameters (B, M (1 + 2C + C(C-1)/2), H, W); at (i, j) they see only pixels before (i, j)."""
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
         H, W = x.shape[2:]
         f = self.features(x)
         u_list = [self.u_init(f)]
