@@ -184,7 +184,8 @@ def test_gated_pixelcnn_conditions_on_labels():
 
 
 @pytest.mark.parametrize("name,field,value", [("gated-pixelcnn", "kernel_size", 4), ("gated-pixelcnn", "num_classes", -1),
-                                              ("pixelcnn++", "num_mixtures", 0), ("pixelcnn++", "dropout", 1.5)])
+                                              ("pixelcnn++", "num_mixtures", 0), ("pixelcnn++", "dropout", 1.5),
+                                              ("pixelcnn++", "data_init", "yes")])
 def test_bad_config_values_are_one_clear_error(name, field, value):
     with pytest.raises(GenzooError, match=field):
         genzoo.create(name, DataSpec(1, 4, 4, 3), **{field: value})
@@ -220,9 +221,18 @@ def test_default_configs_build_for_colour_images(name):
     assert model.log_likelihood(torch.randint(0, 4, (2, 3, 8, 8))).nats.shape == (2,)
 
 
+def test_pixelcnn_pp_keeps_its_weights_on_the_first_training_batch_without_data_init():
+    model = randomized(genzoo.create("pixelcnn++", DataSpec(1, 4, 4, 5), **PP)).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.loss(torch.randint(0, 5, (16, 1, 4, 4)))
+    assert "initialized" not in state  # the state of models saved before the option existed
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k], msg=k)
+
+
 def test_pixelcnn_pp_initializes_from_its_first_training_batch_once():
     spec = DataSpec(1, 4, 4, 5)
-    model = randomized(genzoo.create("pixelcnn++", spec, **PP)).train()
+    model = randomized(genzoo.create("pixelcnn++", spec, **PP, data_init=True)).train()
     x = torch.randint(0, 5, (16, 1, 4, 4))
     assert int(model.initialized) == 0
     model.loss(x)
@@ -246,7 +256,7 @@ def test_pixelcnn_pp_initializes_from_its_first_training_batch_once():
     # a later batch, and a reloaded model, do not initialize again
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train().loss(torch.randint(0, 5, (16, 1, 4, 4)))
-    reloaded = genzoo.create("pixelcnn++", spec, **PP).double()
+    reloaded = genzoo.create("pixelcnn++", spec, **PP, data_init=True).double()
     reloaded.load_state_dict(state)
     reloaded.train().loss(x)
     for m in (model, reloaded):
