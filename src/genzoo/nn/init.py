@@ -1,10 +1,10 @@
 """Data-dependent initialization of convolutions (Salimans & Kingma 2016, "Weight Normalization",
 section 3): run one batch through the network and, in the order the convolutions execute, rescale
-each one's weights and set its bias so that its output has zero mean and standard deviation
-1 (or a smaller set value) per channel on that batch. Later layers see the already normalized outputs of earlier
-ones, so one pass initializes the whole network. Only the initial values change; the layers stay
-plain convolutions. The shifted convolutions of nn/causal.py are measured without the zero row
-or column their shift brings in.
+each one's weights and set its bias so that its output has zero mean and standard deviation 1 (or
+a smaller set value) per channel on that batch. Later layers see the already normalized outputs of
+earlier ones, so one pass initializes the whole network. Only the initial values change; the
+layers stay plain convolutions. The shifted convolutions of nn/causal.py are measured without the
+zero row or column their shift brings in.
 """
 from __future__ import annotations
 
