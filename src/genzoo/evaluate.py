@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .errors import GenzooError
+from .functional import psnr  # noqa: F401  (re-exported)
 from .models.base import Kind, LogLikelihood
 
 
@@ -55,12 +56,6 @@ def bits_per_dim(model: torch.nn.Module, x: Tensor, batch_size: int = 256, label
     ll = log_likelihood_batched(model, x, batch_size, labels, **options)
     dims = x[0].numel()
     return BitsPerDim(float(-ll.nats.mean() / (dims * math.log(2))), ll.kind)
-
-
-def psnr(x_hat: Tensor, x: Tensor, levels: int) -> Tensor:
-    """Peak signal-to-noise ratio per image in dB, with the peak at K-1 levels: 10 log10((K-1)^2 / MSE)."""
-    err = (x_hat.double() - x.double()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10((levels - 1) ** 2 / err)
 
 
 def independent_pixel_bpd(train_x: Tensor, test_x: Tensor, levels: int, alpha: float = 1.0) -> float:

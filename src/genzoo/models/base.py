@@ -32,6 +32,31 @@ from ..errors import GenzooError
 Kind = Literal["exact", "lower_bound"]
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageRows:
+    """A figure: equally long rows of images of levels, each (n, C, H, W), drawn one under another
+    (for example inputs above their reconstructions)."""
+
+    rows: tuple[Tensor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DensityMap:
+    """A 2-D toy figure: sample points beside a heat map of the learned density over a square box.
+
+    points (n, 2) in box coordinates; log_density (R, R) on a grid of bin centres, rows along y
+    (row 0 at the bottom), columns along x; box (lo, hi) is the square [lo, hi]^2.
+    """
+
+    points: Tensor
+    log_density: Tensor
+    box: tuple[float, float]
+    title: str = ""
+
+
+Figure = ImageRows | DensityMap
+
+
 class LogLikelihood(NamedTuple):
     """log P(x) of discrete images in nats, shape (B,), and whether it is exact or a lower bound."""
 

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from ..data.spec import DataSpec, Dataset
 from ..errors import GenzooError
-from ..evaluate import psnr
+from ..functional import psnr
 from .base import GenerativeModel, check_positive, check_range, check_temperature
 
 # -- sRGB (D65) <-> CIE Lab ----------------------------------------------------------------------

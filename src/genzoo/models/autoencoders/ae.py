@@ -26,7 +26,7 @@ from torch import Tensor
 from ...data.spec import DataSpec, Dataset
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
-from ...evaluate import psnr
+from ...functional import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ...viz import save_reconstructions, save_rows
 from ..base import GenerativeModel, check_positive, check_range, check_temperature

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
-from ...evaluate import psnr
+from ...functional import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ...viz import save_rows
 from ..autoregressive.common import categorical_log_prob, sample_categorical

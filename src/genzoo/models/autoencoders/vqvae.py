@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec, Dataset
 from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...evaluate import psnr
+from ...functional import psnr
 from ...nn.masked import MaskedConv2d
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ...registry import create, make_config, model_class
