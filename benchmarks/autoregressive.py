@@ -51,7 +51,7 @@ def bench_likelihood(args) -> dict:
         seconds = time.time() - t
         model.eval()
         bpd = genzoo.bits_per_dim(model, te.x)
-        out[name] = {"test_bpd": round(bpd.value, 4), "kind": bpd.kind, "best_val_bpd": round(result.best_val_bpd, 4),
+        out[name] = {"test_bpd": round(bpd.value, 4), "kind": bpd.kind, "best_val_bpd": round(result.best_value, 4),
                      "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "train_seconds": round(seconds, 1),
                      "params": sum(p.numel() for p in model.parameters()), "config": dict(model.config.__dict__)}
         log(f"[{args.data}] {name}: test {bpd.value:.4f} bits/dim ({seconds:.0f} s)")

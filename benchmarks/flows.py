@@ -53,7 +53,7 @@ def fit(name: str, data: str, root: str | None, overrides: dict, progress: bool)
     result = train(model, tr, va, cfg, progress=progress)
     info = {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "train_seconds": round(time.time() - wall, 1),
             "train_cpu_seconds": round(time.process_time() - cpu, 1),
-            "train_images_per_second": round(result.images_per_second, 1), "best_val_bpd": round(result.best_val_bpd, 4),
+            "train_images_per_second": round(result.images_per_second, 1), "best_val_bpd": round(result.best_value, 4),
             "params": sum(p.numel() for p in model.parameters())}
     return model, info, te
 

@@ -71,7 +71,7 @@ def run(name: str, tr: Dataset, va: Dataset, te: Dataset, args, **overrides) -> 
     model.eval()
     g = torch.Generator().manual_seed(0)
     out = {k: round(v, 4) for k, v in model.task_metrics(te, g).items()}
-    if callable(getattr(model, "log_likelihood", None)):
+    if model.has_likelihood:
         bpd = genzoo.bits_per_dim(model, te.x)
         out.update(test_bpd=round(bpd.value, 4), kind=bpd.kind)
     out.update(stages=list(model.stages), steps_per_stage=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,

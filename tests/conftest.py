@@ -1,5 +1,10 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helpers (tiny.py)
 
 # Test models are tiny: one thread is as fast as two, and it does not oversubscribe a busy machine.
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import pytest
 from genzoo.cli import main
 
 SMALL = ["--hidden-channels", "16", "--num-blocks", "1", "--output-hidden", "16", "--first-kernel-size", "3",
-         "--steps", "6", "--eval-every", "3", "--sample-every", "3", "--num-samples", "4", "--batch-size", "16",
+         "--steps", "6", "--eval-every", "3", "--sample-every", "3", "--grid-size", "4", "--batch-size", "16",
          "--no-progress"]
 
 

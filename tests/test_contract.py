@@ -10,18 +10,17 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
-from genzoo.registry import list_models, model_class
-
-DEFAULT_SPEC = (1, 8, 8, 17)
+from genzoo.registry import list_models
+from tiny import tiny, tiny_spec
 
 
 def build(name: str) -> tuple[genzoo.GenerativeModel, Dataset]:
-    cls = model_class(name)
-    spec = DataSpec(*getattr(cls, "tiny_spec", DEFAULT_SPEC))
+    spec = DataSpec(*tiny_spec(name))
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, spec.levels, (16, *spec.shape), generator=g)
     labels = torch.randint(0, 10, (16,), generator=g)
-    model = genzoo.create(name, spec, **getattr(cls, "tiny", {}))
+    model = genzoo.create(name, spec, **tiny(name))
+    model.prepare(Dataset(x, spec, labels, name="random"))
     return model, Dataset(x, spec, labels, name="random")
 
 
@@ -53,7 +52,7 @@ def test_samples_have_the_right_shape_and_range(name):
     for stage in model.stages:
         model.begin_stage(stage, data)
     model.eval()
-    if getattr(model, "conditional", False):
+    if model.conditional:
         pytest.skip(f"{name} is conditional and samples only given an input")
     g = torch.Generator().manual_seed(0)
     x = model.sample(3, generator=g)
@@ -83,7 +82,7 @@ def test_save_load_round_trips_exactly(name, tmp_path):
     torch.manual_seed(3)
     lb = loaded.loss(data.x[:8])
     assert torch.equal(la, lb)
-    if callable(getattr(model, "log_likelihood", None)):
+    if model.has_likelihood:
         torch.manual_seed(4)
         ll = model.log_likelihood(data.x[:4])
         torch.manual_seed(4)
@@ -95,7 +94,7 @@ def test_save_load_round_trips_exactly(name, tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_bits_per_dim_has_a_kind_and_matches_the_likelihood(name):
     model, data = build(name)
-    if not callable(getattr(model, "log_likelihood", None)):
+    if not model.has_likelihood:
         pytest.skip(f"{name} has no likelihood")
     for stage in model.stages:
         model.begin_stage(stage, data)

@@ -18,7 +18,8 @@ import torch
 
 from . import checkpoint, data, registry
 from .errors import GenzooError
-from .evaluate import bits_per_dim, has_likelihood, independent_pixel_bpd
+from .evaluate import evaluate, independent_pixel_bpd
+from .models.base import GenerativeModel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _evaluate(model: torch.nn.Module, test: data.Dataset, device: torch.device) -> dict[str, Any]:
+def _evaluate(model: GenerativeModel, test: data.Dataset) -> dict[str, Any]:
+    """A model's row: parameters, bits/dim with its kind, and task metrics (genzoo.evaluate.evaluate)."""
+    report = evaluate(model, test, seed=0)
     row: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
-    if has_likelihood(model):
-        torch.manual_seed(0)
-        bpd = bits_per_dim(model, test.x.to(device))
-        row.update({"bits_per_dim": bpd.value, "kind": bpd.kind})
-    metrics = getattr(model, "task_metrics", None)
-    if callable(metrics):
-        with torch.no_grad():
-            row["metrics"] = metrics(test, torch.Generator(device=device).manual_seed(0))
+    row.update({k: report.pop(k) for k in ("bits_per_dim", "kind") if k in report})
+    if report:
+        row["metrics"] = report
     return row
 
 
@@ -63,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
                 train_data = data.load(args.data, "train", args.root)
             if model.spec != test.spec:
                 raise GenzooError(f"run {directory!r} was trained on data of spec {model.spec}, not {test.spec}.")
-            rows.append({"model": meta["model"], "run": str(directory), **_evaluate(model, test, device)})
+            rows.append({"model": meta["model"], "run": str(directory), **_evaluate(model, test)})
     else:
         names = args.models.split(",") if args.models else [
-            n for n in registry.list_models() if callable(getattr(registry.model_class(n), "log_likelihood", None))]
+            n for n in registry.list_models() if registry.model_class(n).has_likelihood]
         for name in names:
             registry.model_class(name)  # unknown names fail before any training
         train_data = data.load(args.data, "train", args.root)
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 train(model, train_data, val, cfg, out_dir=run_dir if not (run_dir / "config.json").exists() else None,
                       progress=not args.no_progress, record=record)
                 rows.append({"model": name, "run": str(run_dir), "train_seconds": time.time() - t0,
-                             **_evaluate(model, test, device)})
+                             **_evaluate(model, test)})
             except GenzooError as e:
                 rows.append({"model": name, "error": str(e)})
     assert test is not None

@@ -1,6 +1,8 @@
 """Model registry: name -> model class. The only place that lists models.
 
-Each model class carries its config dataclass as `Model.Config`.
+Each model class carries its config dataclass as `Model.Config`. Models written elsewhere join
+with `genzoo.register(name, ModelClass)` or through the entry-point group `genzoo.models`
+(`[project.entry-points."genzoo.models"]` in a package's pyproject.toml: `name = "module:Class"`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 from .data.spec import DataSpec
 from .errors import GenzooError
-from .models.base import GenerativeModel
+from .models.base import GenerativeModel, check_model_class
 
 # name -> "module:Class". Ordered by family, as in DESIGN.md.
 _MODELS: dict[str, str] = {
@@ -32,19 +34,67 @@ _MODELS: dict[str, str] = {
 }
 
 
+_PLUGINS: dict[str, type[GenerativeModel]] = {}
+_entry_points_loaded = False
+ENTRY_POINT_GROUP = "genzoo.models"
+
+
+def register(name: str, cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    """Put model class `cls` into the registry under `name`, for the API, the command line and compare.
+
+    One clear sentence for a name that is taken or a class that breaks the contract
+    (models/base.py). Returns `cls`, so it also works as `register("name", Cls)` at module level.
+    """
+    if not isinstance(name, str) or not name or name != name.strip() or " " in name or name.startswith("-"):
+        raise GenzooError(f"a model name must be a non-empty word without spaces, got {name!r}.")
+    _load_entry_points()
+    if name in _MODELS or name in _PLUGINS:
+        if _PLUGINS.get(name) is cls:
+            return cls
+        raise GenzooError(f"a model named {name!r} is already registered; register {getattr(cls, '__name__', cls)!r} "
+                          f"under another name.")
+    check_model_class(name, cls)
+    if not cls.name:
+        cls.name = name
+    _PLUGINS[name] = cls
+    return cls
+
+
+def _load_entry_points() -> None:
+    """Register the models that installed packages declare in the entry-point group `genzoo.models`."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken plugin package: say which, in one sentence
+            raise GenzooError(f"the model plugin {ep.name!r} ({ep.value}) does not import: "
+                              f"{type(e).__name__}: {e}.") from e
+        register(ep.name, cls)
+
+
 def _resolve(name: str) -> type[GenerativeModel]:
+    _load_entry_points()
+    if name in _PLUGINS:
+        return _PLUGINS[name]
     if name not in _MODELS:
-        raise GenzooError(f"unknown model {name!r}; choose one of {', '.join(_MODELS)}.")
+        raise GenzooError(f"unknown model {name!r}; choose one of {', '.join(list_models())}.")
     module, cls = _MODELS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def list_models() -> list[str]:
-    """Registered model names."""
-    return list(_MODELS)
+    """Registered model names: the built-in ones, then plugins in the order they registered."""
+    _load_entry_points()
+    return list(_MODELS) + list(_PLUGINS)
 
 
 def model_class(name: str) -> type[GenerativeModel]:
+    """The class registered as `name`; one sentence for an unknown name."""
     return _resolve(name)
 
 
@@ -73,3 +123,10 @@ def create(name: str, spec: DataSpec, **overrides: Any) -> GenerativeModel:
     model = cls(spec, make_config(name, overrides))
     model.train()
     return model
+
+
+def unregister(name: str) -> None:
+    """Remove a model that `register` added (built-in models stay)."""
+    if name not in _PLUGINS:
+        raise GenzooError(f"{name!r} is not a registered plugin model.")
+    del _PLUGINS[name]

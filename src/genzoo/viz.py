@@ -1,4 +1,5 @@
-"""Pictures: image grids of levels as PNG, and scatter plots for 2-D toy data (Pillow only)."""
+"""Pictures: image grids of levels as PNG, scatter plots for 2-D toy data, and the figures that
+models describe as data (`GenerativeModel.figures`: ImageRows, DensityMap)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write_bytes
 from .data.spec import DataSpec
+from .models.base import DensityMap, Figure, ImageRows
 
 
 def grid_array(x: Tensor, levels: int, nrow: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -86,3 +88,60 @@ def save_reconstructions(model: torch.nn.Module, x: Tensor, path: str | Path) ->
     finally:
         model.train(was_training)
     return save_rows([x.cpu(), x_hat], model.spec, path)
+
+
+def save_figure(figure: Figure, spec: DataSpec, path: str | Path) -> Path:
+    """Draw a model's figure (ImageRows or DensityMap) as a PNG at `path`."""
+    if isinstance(figure, ImageRows):
+        return save_rows([r.cpu() for r in figure.rows], spec, path)
+    if isinstance(figure, DensityMap):
+        return save_density_map(figure, path)
+    raise TypeError(f"not a figure: {type(figure).__name__}")
+
+
+def save_density_map(figure: DensityMap, path: str | Path) -> Path:
+    """Samples beside a heat map of the density over the box; matplotlib when installed, else Pillow."""
+    path = Path(path)
+    points = figure.points.detach().double().cpu().numpy()
+    density = figure.log_density.detach().double().cpu().exp().numpy()
+    lo, hi = figure.box
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _pillow_density_map(points, density, (lo, hi), path)
+    import io
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    axes[0].scatter(points[:, 0], points[:, 1], s=1, c="k", alpha=0.5)
+    axes[0].set_title(f"{len(points)} samples")
+    axes[1].imshow(density, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
+    axes[1].set_title("learned density")
+    for ax in axes:
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+    if figure.title:
+        fig.suptitle(figure.title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _pillow_density_map(points: np.ndarray, density: np.ndarray, box: tuple[float, float], path: Path) -> Path:
+    size = density.shape[0]
+    lo, hi = box
+    left = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(left)
+    for px, py in (points - lo) / (hi - lo) * (size - 1):
+        draw.point((float(px), float(size - 1 - py)), fill=0)
+    heat = (255 * density / max(float(density.max()), 1e-300)).clip(0, 255).astype(np.uint8)[::-1]
+    canvas = Image.new("L", (2 * size + 8, size), 255)
+    canvas.paste(left, (0, 0))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(heat)), (size + 8, 0))
+    atomic_write_bytes(path, _png_bytes(canvas))
+    return path

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import genzoo
-from genzoo import DataSpec, GenzooError
+from genzoo import DataSpec, Dataset, GenzooError
 from genzoo.models.autoregressive.pixelcnn_pp import discretized_logistic_log_prob
 from genzoo.nn.init import shifted_out
 
@@ -221,21 +221,24 @@ def test_default_configs_build_for_colour_images(name):
     assert model.log_likelihood(torch.randint(0, 4, (2, 3, 8, 8))).nats.shape == (2,)
 
 
-def test_pixelcnn_pp_keeps_its_weights_on_the_first_training_batch_without_data_init():
-    model = randomized(genzoo.create("pixelcnn++", DataSpec(1, 4, 4, 5), **PP)).train()
+def test_pixelcnn_pp_keeps_its_weights_when_prepared_without_data_init():
+    spec = DataSpec(1, 4, 4, 5)
+    model = randomized(genzoo.create("pixelcnn++", spec, **PP)).train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.prepare(Dataset(torch.randint(0, 5, (16, 1, 4, 4)), spec))
     model.loss(torch.randint(0, 5, (16, 1, 4, 4)))
     assert "initialized" not in state  # the state of models saved before the option existed
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, state[k], msg=k)
 
 
-def test_pixelcnn_pp_initializes_from_its_first_training_batch_once():
+def test_pixelcnn_pp_initializes_from_the_training_data_once():
     spec = DataSpec(1, 4, 4, 5)
     model = randomized(genzoo.create("pixelcnn++", spec, **PP, data_init=True)).train()
     x = torch.randint(0, 5, (16, 1, 4, 4))
-    assert int(model.initialized) == 0
     model.loss(x)
+    assert int(model.initialized) == 0, "a training step alone does not initialize"
+    model.prepare(Dataset(x, spec))
     assert int(model.initialized) == 1
     # on that batch, without dropout, every convolution's output is normalized per channel
     model.eval()
@@ -253,12 +256,12 @@ def test_pixelcnn_pp_initializes_from_its_first_training_batch_once():
         mean, std = out.mean(dim=(0, 2, 3)), out.std(dim=(0, 2, 3))
         torch.testing.assert_close(mean, torch.zeros_like(mean), msg=name)
         torch.testing.assert_close(std, torch.full_like(std, target), msg=name)
-    # a later batch, and a reloaded model, do not initialize again
+    # other data, and a reloaded model, do not initialize again
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train().loss(torch.randint(0, 5, (16, 1, 4, 4)))
+    model.train().prepare(Dataset(torch.randint(0, 5, (16, 1, 4, 4)), spec))
     reloaded = genzoo.create("pixelcnn++", spec, **PP, data_init=True).double()
     reloaded.load_state_dict(state)
-    reloaded.train().loss(x)
+    reloaded.train().prepare(Dataset(x, spec))
     for m in (model, reloaded):
         for k, v in m.state_dict().items():
             torch.testing.assert_close(v, state[k], msg=k)

@@ -106,7 +106,7 @@ def test_rebalancing_weights_follow_the_training_bin_frequencies():
     x[:6] = torch.tensor([200, 40, 40])[None, :, None, None]            # mostly one reddish colour
     with pytest.raises(genzoo.GenzooError, match="rebalancing"):
         model.loss(x)
-    model.begin_stage("main", Dataset(x, SPEC, name="colours"))
+    model.prepare(Dataset(x, SPEC, name="colours"))
     p = model.bin_frequencies(x)
     w = model.bin_weights.double()
     common = int(p.argmax())

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 import genzoo
 from genzoo.data.spec import DataSpec
 from genzoo.errors import GenzooError
+from tiny import tiny
 from genzoo.nn.flow_layers import (ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU,
                                    Squeeze, standard_normal_log_prob)
 
@@ -153,8 +154,8 @@ def test_dequantized_bound_is_a_bound_on_discrete_probabilities(name: str):
 @pytest.mark.parametrize("name", ["realnvp", "glow"])
 def test_mean_bound_on_digits_is_at_most_zero_nats(name: str):
     data = genzoo.data.load("digits", split="test")
-    m = genzoo.create(name, data.spec, **genzoo.registry.model_class(name).tiny)
-    m.begin_stage("main", data)
+    m = genzoo.create(name, data.spec, **tiny(name))
+    m.prepare(data)
     with torch.no_grad():
         ll = m.log_likelihood(data.x[:64], generator=torch.Generator().manual_seed(0))
     assert ll.kind == "lower_bound" and torch.isfinite(ll.nats).all()
@@ -171,8 +172,8 @@ def test_non_finite_log_det_names_the_layer():
 
 def test_check_inverse_reports_a_small_reconstruction_error():
     data = genzoo.data.load("digits", split="val")
-    m = genzoo.create("glow", data.spec, **genzoo.registry.model_class("glow").tiny)
-    m.begin_stage("main", data)
+    m = genzoo.create("glow", data.spec, **tiny("glow"))
+    m.prepare(data)
     randomize(m, scale=0.05)
     assert m.task_metrics(data, torch.Generator().manual_seed(0)) == {}
     err = m.task_metrics(data, torch.Generator().manual_seed(0), check_inverse=True)["inverse_max_abs_error"]
@@ -181,8 +182,8 @@ def test_check_inverse_reports_a_small_reconstruction_error():
 
 def test_actnorm_state_survives_save_and_load(tmp_path):
     data = genzoo.data.load("digits", split="val")
-    m = genzoo.create("glow", data.spec, **genzoo.registry.model_class("glow").tiny)
-    m.begin_stage("main", data)
+    m = genzoo.create("glow", data.spec, **tiny("glow"))
+    m.prepare(data)
     genzoo.save(m, tmp_path)
     loaded = genzoo.load(tmp_path)
     norms = [l for l in loaded.layers if isinstance(l, ActNorm)]
@@ -222,18 +223,24 @@ def test_encode_rejects_wrong_shapes():
 
 
 @pytest.mark.parametrize("matplotlib", [True, False])
-def test_toy_visualize_writes_samples_beside_the_density(tmp_path, monkeypatch, matplotlib: bool):
+def test_toy_figure_draws_samples_beside_the_density(tmp_path, monkeypatch, matplotlib: bool):
     import sys
+
+    from genzoo.viz import save_figure
 
     if not matplotlib:
         monkeypatch.setitem(sys.modules, "matplotlib", None)  # the Pillow fallback
     data = genzoo.data.load("moons", split="test", n=200)
     m = genzoo.create("realnvp", data.spec, hidden_channels=8, final_couplings=2)
-    m.begin_stage("main", data)
-    paths = m.visualize(tmp_path, data, torch.Generator().manual_seed(0), n=100, resolution=16)
-    assert len(paths) == 1 and paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert genzoo.create("realnvp", DataSpec(1, 4, 4, 17), **genzoo.registry.model_class("realnvp").tiny).visualize(
-        tmp_path, data, None) == []
+    m.prepare(data)
+    figures = m.figures(data, torch.Generator().manual_seed(0), n=100, resolution=16)
+    assert list(figures) == ["density"]
+    density = figures["density"]
+    assert density.points.shape == (100, 2) and density.log_density.shape == (16, 16)
+    assert bool(((density.points >= -4) & (density.points <= 4)).all())
+    path = save_figure(density, m.spec, tmp_path / "density.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert genzoo.create("realnvp", DataSpec(1, 4, 4, 17), **tiny("realnvp")).figures(data, None) == {}
 
 
 def test_toy_density_heat_map_integrates_to_one_over_the_box():
@@ -243,5 +250,5 @@ def test_toy_density_heat_map_integrates_to_one_over_the_box():
 
     m = randomize(genzoo.create("glow", TOY, hidden_channels=8, alpha=1e-4, steps_per_level=2).double(), scale=0.05)
     log_p, (lo, hi) = density_grid(m, 100)
-    mass = float(torch.tensor(log_p).exp().sum()) * ((hi - lo) / 100) ** 2
+    mass = float(log_p.exp().sum()) * ((hi - lo) / 100) ** 2
     assert 0.9 < mass <= 1.01

@@ -1,35 +1,50 @@
-"""The contract every genzoo model keeps (DESIGN.md section 2).
+"""The contract every genzoo model keeps (DESIGN.md section 2): every hook that the trainer,
+evaluation, the command line and the tests use is declared here, with its default.
 
 A model is a `torch.nn.Module` built as `Model(spec, config)` from a `DataSpec` and a frozen
-config dataclass. It takes discrete levels x (B, C, H, W) int64 in [0, K-1] and does its own
-preprocessing. Likelihoods are in nats, of the *discrete* image, and carry their kind.
+config dataclass `Model.Config`. It takes discrete levels x (B, C, H, W) int64 in [0, K-1] and does
+its own preprocessing (scaling, dequantization). Likelihoods are log-probabilities of the
+*discrete* image, in nats, and carry their kind ("exact" or "lower_bound").
 
-Methods:
-    loss(x)                      scalar training objective, nats per dimension
-    log_likelihood(x, ...)       LogLikelihood(nats (B,), kind "exact" | "lower_bound") -- optional
-    sample(n, generator, ...)    (n, C, H, W) int64 levels
+Class attributes (read without building a model):
+    name             the registry name (set by `genzoo.register` when left empty)
+    Config           the frozen config dataclass; every field is a `genzoo train` flag
+    has_likelihood   True for models with `log_likelihood` (subclass `LikelihoodModel`)
+    conditional      True for models that draw only given an input (no unconditional `sample`)
+    loss_unit        what `loss` returns, in words (shown in progress bars and reports)
+    train_defaults   TrainConfig fields this model trains best with (`--help` shows them)
+    stages           training stages, run in order; each selects its own best weights
 
-Optional hooks used generically by the trainer, `genzoo eval` and `genzoo sample`
-(no model names anywhere outside the model files):
-    train_defaults: ClassVar[dict]   TrainConfig fields this model trains best with
-    stages: tuple[str, ...]          training stages, run in order (default: one stage "main")
-    begin_stage(name, train_data)    called once before a stage starts (and again on resume)
-    stage_parameters(name)           the parameters a stage optimizes (default: all)
-    task_metrics(data, generator)    dict of extra metrics (PSNR, codebook usage, ...)
-    visualize(out_dir, data, generator, **options) -> list[Path]: extra figures for `genzoo sample`
+Methods (those marked * must be defined; the rest have working defaults):
+  * loss(x)                       scalar training objective, in `loss_unit`
+  * sample(n, generator, ...)     (n, C, H, W) int64 levels; keyword options become CLI flags
+  * log_likelihood(x, ...)        LogLikelihood (LikelihoodModel only)
+    validation_nats(x)            the validation objective (default: log_likelihood)
+    num_classes                   > 0: loss, log_likelihood and sample take `labels` (n,) too
+    prepare(train_data)           data-dependent initialisation, once before training starts
+    begin_stage(name, train_data) set up stage `name` (e.g. encode the data for a prior)
+    stage_parameters(name)        the parameters stage `name` optimizes
+    task_metrics(data, generator) extra metrics for `genzoo eval` and compare (PSNR, ...)
+    figures(data, generator)      extra figures for `genzoo sample`, as data (drawn by genzoo.viz)
+    options(method)               the keyword options of a method, for the command line
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import typing
 from typing import Any, ClassVar, Iterator, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..data.spec import DataSpec
+from ..data.spec import DataSpec, Dataset
 from ..errors import GenzooError
 
 Kind = Literal["exact", "lower_bound"]
+# Methods whose keyword options the command line offers as flags (`genzoo sample`, `genzoo eval`).
+OPTION_METHODS = ("sample", "figures", "log_likelihood", "task_metrics")
+_NOT_OPTIONS = {"self", "n", "x", "generator", "data", "labels", "args", "kwargs", "options"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +79,23 @@ class LogLikelihood(NamedTuple):
     kind: Kind
 
 
+class Option(NamedTuple):
+    """A keyword option of a model method: its name, type annotation, default and the method."""
+
+    name: str
+    annotation: Any
+    default: Any
+    method: str
+
+
 class GenerativeModel(nn.Module):
-    """Base class: holds `spec` and the frozen `config`; subclasses define the objective."""
+    """Base class of every model: holds `spec` and the frozen `config`, declares the hooks."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
+    has_likelihood: ClassVar[bool] = False
+    conditional: ClassVar[bool] = False
+    loss_unit: ClassVar[str] = "nats per dimension"
     train_defaults: ClassVar[dict[str, Any]] = {}
     stages: ClassVar[tuple[str, ...]] = ("main",)
 
@@ -79,20 +106,68 @@ class GenerativeModel(nn.Module):
         self.spec = spec
         self.config = config
 
-    # -- contract -----------------------------------------------------------------------------
-    def loss(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    # -- required -----------------------------------------------------------------------------
+    def loss(self, x: Tensor) -> Tensor:
+        """Scalar training objective on a batch of levels x, in `loss_unit` (lower is better)."""
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None, **options: Any) -> Tensor:  # pragma: no cover
+    def sample(self, n: int, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """n new images, (n, C, H, W) int64 levels; a given generator makes them reproducible."""
         raise NotImplementedError
 
-    # -- optional hooks with defaults ---------------------------------------------------------
-    def begin_stage(self, name: str, train_data: Any) -> None:
-        """Prepare stage `name` (e.g. extract codes for a prior). Default: nothing."""
+    # -- hooks with defaults ------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the model is conditioned on; 0 (the default) for an unconditional model.
+        When positive, the trainer and evaluation pass the dataset's `labels` (B,) to loss and
+        log_likelihood."""
+        return 0
+
+    def prepare(self, train_data: Dataset) -> None:
+        """Data-dependent initialisation (actnorm, PixelCNN++ data_init, class rebalancing), called by
+        the trainer once before the first step, fresh or resumed: a prepared model (e.g. reloaded)
+        must leave itself as it is. Default: nothing."""
+
+    def begin_stage(self, name: str, train_data: Dataset) -> None:
+        """Set up training stage `name` (e.g. encode the data for a prior); called before the stage
+        starts, and again when a run resumes inside it. Default: nothing."""
 
     def stage_parameters(self, name: str) -> Iterator[nn.Parameter]:
         """Parameters optimized in stage `name`. Default: all."""
         return self.parameters()
+
+    def task_metrics(self, data: Dataset, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Extra metrics on `data` (PSNR, codebook usage, ...) for `genzoo eval` and compare. Default: none."""
+        return {}
+
+    def figures(self, data: Dataset, generator: torch.Generator | None = None) -> dict[str, Figure]:
+        """Extra figures for `genzoo sample`, name -> figure data; genzoo.viz draws them as NAME.png.
+        Default: none."""
+        return {}
+
+    @classmethod
+    def options(cls, method: str) -> list[Option]:
+        """The keyword options of `method` (one of OPTION_METHODS) that a user may set, with their
+        annotations and defaults: the command line turns them into flags."""
+        if method not in OPTION_METHODS:
+            raise GenzooError(f"no options for {method!r}; choose one of {', '.join(OPTION_METHODS)}.")
+        fn = getattr(cls, method, None)
+        if fn is None:
+            return []
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # an annotation that does not resolve: take the options as text
+            hints = {}
+        out = []
+        for p in inspect.signature(fn).parameters.values():
+            if p.name in _NOT_OPTIONS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            annotation = hints.get(p.name, str)
+            if annotation is Tensor or Tensor in typing.get_args(annotation):
+                continue  # tensors (e.g. `given` pixels) come from code, not from a command line
+            default = None if p.default is inspect.Parameter.empty else p.default
+            out.append(Option(p.name, annotation, default, method))
+        return out
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -111,6 +186,43 @@ class GenerativeModel(nn.Module):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise GenzooError(f"the number of samples must be a positive integer, got {n!r}.")
         return n
+
+
+class LikelihoodModel(GenerativeModel):
+    """A model with a likelihood: `log_likelihood` gives log P(x) of discrete images, or a bound."""
+
+    has_likelihood: ClassVar[bool] = True
+
+    def log_likelihood(self, x: Tensor) -> LogLikelihood:
+        """log P(x) in nats per image, (B,), exact or a lower bound (its kind says which)."""
+        raise NotImplementedError
+
+    def validation_nats(self, x: Tensor, **options: Any) -> LogLikelihood:
+        """The objective that selects the best weights during training, in nats per image (B,).
+        Default: log_likelihood (options such as `labels` go to it); a model whose full likelihood
+        is slow gives a cheaper estimate."""
+        return self.log_likelihood(x, **options)
+
+
+def check_model_class(name: str, cls: Any) -> None:
+    """One clear sentence unless `cls` keeps the contract above: a GenerativeModel subclass with a
+    frozen config dataclass that defines loss (and sample, unless conditional, and log_likelihood
+    when it has a likelihood)."""
+    what = f"model {name!r}"
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise GenzooError(f"{what} must be a subclass of genzoo.GenerativeModel, got {cls!r}.")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise GenzooError(f"{what} ({cls.__name__}) needs a config dataclass as its `Config` attribute.")
+    if not config.__dataclass_params__.frozen:
+        raise GenzooError(f"{what} ({cls.__name__}): its Config {config.__name__} must be a frozen dataclass.")
+    missing = [m for m in ("loss",) + (() if cls.conditional else ("sample",))
+               + (("log_likelihood",) if cls.has_likelihood else ())
+               if getattr(cls, m) is getattr(LikelihoodModel if m == "log_likelihood" else GenerativeModel, m)]
+    if missing:
+        raise GenzooError(f"{what} ({cls.__name__}) does not define {', '.join(missing)}, which the contract requires.")
+    if cls.name and cls.name != name:
+        raise GenzooError(f"{what}: the class {cls.__name__} calls itself {cls.name!r}; register it under that name.")
 
 
 def check_positive(value: float, name: str, allow_zero: bool = False) -> None:

@@ -34,7 +34,6 @@ The loss is the (weighted) cross-entropy in nats per pixel. There is no likeliho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -44,7 +43,7 @@ from torch import Tensor, nn
 from ..data.spec import DataSpec, Dataset
 from ..errors import GenzooError
 from ..functional import psnr
-from .base import GenerativeModel, check_positive, check_range, check_temperature
+from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
 
 # -- sRGB (D65) <-> CIE Lab ----------------------------------------------------------------------
 RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
@@ -173,11 +172,10 @@ class Colorization(GenerativeModel):
     name = "colorization"
     Config = ColorizationConfig
     conditional: ClassVar[bool] = True
-    tiny_spec: ClassVar[tuple[int, int, int, int]] = (3, 8, 8, 16)
-    # No unconditional samples to draw during or after training: the figures come from `visualize`.
+    loss_unit: ClassVar[str] = "nats per pixel (cross-entropy of the colour bin)"
+    # No unconditional samples to draw during or after training: the figures come from `figures`.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4,
-                                                "sample_every": 0, "num_samples": 0}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_blocks": 1, "bin_size": 20.0}
+                                                "sample_every": 0, "grid_size": 0}
 
     def __init__(self, spec: DataSpec, config: ColorizationConfig) -> None:
         super().__init__(spec, config)
@@ -238,12 +236,12 @@ class Colorization(GenerativeModel):
         if self.config.rebalance:
             if not bool(self.rebalance_fitted):
                 raise GenzooError("class rebalancing needs the training set's bin frequencies: call "
-                                  "fit_rebalancing(train.x) first (the trainer does so in begin_stage).")
+                                  "fit_rebalancing(train.x) first (the trainer does so in prepare).")
             ce = ce * self.bin_weights[target].to(ce.dtype)
         return ce.mean()
 
     # -- class rebalancing ----------------------------------------------------------------------------
-    def begin_stage(self, name: str, train_data: Any) -> None:
+    def prepare(self, train_data: Dataset) -> None:
         """Fit the rebalancing weights to the training set's bin frequencies (when rebalancing)."""
         if self.config.rebalance:
             self.fit_rebalancing(train_data.x)
@@ -340,13 +338,11 @@ class Colorization(GenerativeModel):
         return {"accuracy": correct / total, "psnr": float(torch.cat(colour).mean()),
                 "psnr_grey": float(torch.cat(grey).mean()), "accuracy_most_frequent_bin": float(counts.max() / total)}
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16, temperature: float = 0.38) -> list[Path]:
-        """colorization.png: rows of grey inputs, colorized images and the true images, n random images of `data`."""
-        from ..viz import save_rows
-
+    def figures(self, data: Dataset, generator: torch.Generator | None = None,
+                n: int = 16, temperature: float = 0.38) -> dict[str, Figure]:
+        """colorization: rows of grey inputs, colorized images and the true images, n random images of `data`."""
         device = generator.device if generator is not None else None
         idx = torch.randperm(len(data.x), generator=generator, device=device)[:n].cpu()
         x = data.x[idx].to(self.device)
         rows = [self.grey(x).cpu(), self.colorize(x, temperature).cpu(), x.cpu()]
-        return [save_rows(rows, self.spec, Path(out_dir) / "colorization.png")]
+        return {"colorization": ImageRows(tuple(rows))}

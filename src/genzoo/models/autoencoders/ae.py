@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -28,8 +27,7 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
-from ...viz import save_reconstructions, save_rows
-from ..base import GenerativeModel, check_positive, check_range, check_temperature
+from ..base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
 
 CORRUPTIONS = ("gaussian", "mask", "salt_pepper")
 
@@ -89,8 +87,8 @@ class AE(GenerativeModel):
 
     name = "ae"
     Config = AEConfig
+    loss_unit: ClassVar[str] = "mean squared error per dimension in [-1, 1]"
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
-    tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def __init__(self, spec: DataSpec, config: AEConfig) -> None:
         super().__init__(spec, config)
@@ -198,18 +196,20 @@ class AE(GenerativeModel):
             x_hat = self._batched(self.reconstruct, data.x)
         return {"psnr": float(psnr(x_hat, data.x, self.spec.levels).mean())}
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16) -> list[Path]:
-        """reconstructions.png: inputs in the top row, reconstructions below."""
-        return [save_reconstructions(self, data.x[:n], Path(out_dir) / "reconstructions.png")]
+    def figures(self, data: Dataset, generator: torch.Generator | None = None, n: int = 16) -> dict[str, Figure]:
+        """reconstructions: inputs in the top row, reconstructions below."""
+        x = data.x[:n]
+        with evaluating(self):
+            x_hat = self.reconstruct(x.to(self.device)).cpu()
+        return {"reconstructions": ImageRows((x, x_hat))}
 
 
 class DenoisingAE(AE):
     """Autoencoder trained to reconstruct the clean image from a corrupted one."""
 
     name = "dae"
+    loss_unit: ClassVar[str] = "mean squared error per dimension in [-1, 1], of the clean image"
     Config = DAEConfig
-    tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """c(x): corrupted levels, int64 in [0, K-1], by the configured corruption.
@@ -251,11 +251,10 @@ class DenoisingAE(AE):
         return {"psnr_clean": float(clean), "psnr_corrupted": float(noisy), "psnr_denoised": float(denoised),
                 "denoising_gain_db": float(denoised - noisy)}
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16) -> list[Path]:
-        """denoising.png: clean inputs, corrupted inputs, reconstructions of the corrupted inputs."""
+    def figures(self, data: Dataset, generator: torch.Generator | None = None, n: int = 16) -> dict[str, Figure]:
+        """denoising: clean inputs, corrupted inputs, reconstructions of the corrupted inputs."""
         x = data.x[:n]
         with evaluating(self):
             x_noisy = self.corrupt(x, generator)
             x_hat = self.reconstruct(x_noisy.to(self.device)).cpu()
-        return [save_rows([x, x_noisy, x_hat], self.spec, Path(out_dir) / "denoising.png")]
+        return {"denoising": ImageRows((x, x_noisy, x_hat))}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,9 +29,8 @@ from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
 from ...functional import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
-from ...viz import save_rows
 from ..autoregressive.common import categorical_log_prob, sample_categorical
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .ae import evaluating
 
 # Most decoder output values (images x importance samples x outputs per image) held at once
@@ -91,13 +89,13 @@ def normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * ((z - mu).pow(2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
 
 
-class VAE(GenerativeModel):
+class VAE(LikelihoodModel):
     """Convolutional VAE over discrete levels with ELBO / IWAE likelihood bounds."""
 
     name = "vae"
     Config = VAEConfig
+    loss_unit: ClassVar[str] = "nats per dimension (negative training ELBO, with beta and free bits)"
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4}
-    tiny: ClassVar[dict[str, Any]] = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
     def __init__(self, spec: DataSpec, config: VAEConfig) -> None:
         super().__init__(spec, config)
@@ -240,18 +238,15 @@ class VAE(GenerativeModel):
                 "active_units": float((mu.var(0) > 0.01).sum()) if len(mu) > 1 else 0.0,
                 "psnr": float(psnr(torch.cat(recs), data.x, self.spec.levels).mean())}
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16, steps: int = 10) -> list[Path]:
-        """reconstructions.png (inputs above, reconstructions below) and interpolation.png (one row
-        per pair of data images, from the first to the second through the posterior means)."""
-        out_dir = Path(out_dir)
+    def figures(self, data: Dataset, generator: torch.Generator | None = None,
+                n: int = 16, steps: int = 10) -> dict[str, Figure]:
+        """reconstructions (inputs above, reconstructions below) and interpolation (one row per pair
+        of data images, from the first to the second through the posterior means)."""
         x = data.x[:n].to(self.device)
         with evaluating(self):
             x_hat = self.reconstruct(x)
-        paths = [save_rows([x.cpu(), x_hat.cpu()], self.spec, out_dir / "reconstructions.png")]
         pairs = max(1, min(8, len(data.x) // 2))
         idx = torch.randperm(len(data.x), generator=generator)[: 2 * pairs] if len(data.x) >= 2 else torch.zeros(2, dtype=torch.long)
         x_a, x_b = data.x[idx[:pairs]].to(self.device), data.x[idx[pairs:2 * pairs]].to(self.device)
         grid = self.interpolate(x_a, x_b, steps).cpu()
-        paths.append(save_rows(list(grid), self.spec, out_dir / "interpolation.png"))
-        return paths
+        return {"reconstructions": ImageRows((x.cpu(), x_hat.cpu())), "interpolation": ImageRows(tuple(grid))}

@@ -27,7 +27,7 @@ from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift
 from ...nn.masked import MaskedConv2d, channel_groups
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
@@ -95,7 +95,7 @@ class GatedLayer(nn.Module):
         return (None if last else gate(v_pre)), h_new
 
 
-class GatedPixelCNN(GenerativeModel):
+class GatedPixelCNN(LikelihoodModel):
     """Autoregressive model of discrete images with gated vertical and horizontal stacks."""
 
     name = "gated-pixelcnn"
@@ -103,7 +103,11 @@ class GatedPixelCNN(GenerativeModel):
     # PixelCNN's budget and regularization: digits overfit, so dropout, weight decay and validation selection.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1200, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05,
                                                 "eval_every": 100}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 12, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 12}
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes the model is conditioned on (config.num_classes; 0: unconditional)."""
+        return self.config.num_classes
 
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig) -> None:
         super().__init__(spec, config)

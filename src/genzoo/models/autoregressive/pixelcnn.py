@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
@@ -65,7 +65,7 @@ class ResidualBlock(nn.Module):
         return x + h
 
 
-class PixelCNN(GenerativeModel):
+class PixelCNN(LikelihoodModel):
     """Autoregressive model of discrete images with masked convolutions."""
 
     name = "pixelcnn"
@@ -73,7 +73,6 @@ class PixelCNN(GenerativeModel):
     # Digits overfit after about 1000 steps: dropout, weight decay and validation selection.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1200, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05,
                                                 "eval_every": 100}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 12, "num_blocks": 1, "first_kernel_size": 3, "output_hidden": 12}
 
     def __init__(self, spec: DataSpec, config: PixelCNNConfig) -> None:
         super().__init__(spec, config)

@@ -12,7 +12,7 @@ The linear dependence on earlier channels (R -> G -> B) makes the pixel's channe
 without a separate pass per channel. Salimans et al. 2017, "PixelCNN++", sections 2.1-2.3.
 log_likelihood is exact, in nats; loss is its negative mean per dimension.
 
-With `data_init`, the first training batch initializes the weights from data, as the authors do
+With `data_init`, the training data (up to 256 images, in `prepare`) initialize the weights, as the authors do
 (Salimans & Kingma 2016, "Weight Normalization", section 3): every convolution's output starts with
 zero mean and unit variance per channel (the last convolution of each residual branch with 0.1, so
 each block starts close to the identity). With the plain default initialization the residual
@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.spec import DataSpec
+from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
 from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
                           DownShiftedConvTranspose2d, concat_elu)
 from ...nn.init import data_dependent_init
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import check_given, sample_categorical
 
 
@@ -43,7 +43,7 @@ from .common import check_given, sample_categorical
 class PixelCNNPlusPlusConfig:
     """num_scales: resolutions of the U-Net (each halves height and width); num_resnet: gated
     ResNet blocks per resolution; num_mixtures: logistic components per pixel; data_init: initialize
-    the weights from the first training batch. On mnist-8k (500 steps of 32) data_init keeps
+    the weights from the training data before the first step. On mnist-8k (500 steps of 32) data_init keeps
     training stable at learning rates up to 8e-3, where the plain initialization diverges at 4e-3;
     on digits at the default rate it ends 0.018 bits/dim worse, so it is off by default."""
 
@@ -99,7 +99,7 @@ class GatedResnet(nn.Module):
         return x + a * torch.sigmoid(b)
 
 
-class PixelCNNPlusPlus(GenerativeModel):
+class PixelCNNPlusPlus(LikelihoodModel):
     """Autoregressive model of discrete images with a discretized logistic mixture per pixel."""
 
     name = "pixelcnn++"
@@ -107,7 +107,6 @@ class PixelCNNPlusPlus(GenerativeModel):
     # PixelCNN's budget and regularization (digits overfit after about 600 steps); dropout 0.5 as in the paper.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1200, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05,
                                                 "eval_every": 100}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_resnet": 1, "num_scales": 2, "num_mixtures": 2}
 
     def __init__(self, spec: DataSpec, config: PixelCNNPlusPlusConfig) -> None:
         super().__init__(spec, config)
@@ -142,7 +141,7 @@ class PixelCNNPlusPlus(GenerativeModel):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         """Data-dependent initialization on levels x (B, C, H, W), with dropout off; see the module
-        docstring. With `data_init`, training calls it on its first batch."""
+        docstring. With `data_init`, training calls it through `prepare`."""
         residual_ends = [m.conv_out for m in self.modules() if isinstance(m, GatedResnet)]
         was_training = self.training
         self.eval()
@@ -152,6 +151,12 @@ class PixelCNNPlusPlus(GenerativeModel):
             self.train(was_training)
         if self.config.data_init:
             self.initialized.fill_(1)
+
+    def prepare(self, train_data: Dataset) -> None:
+        """With `data_init`, initialize on the first 256 training images, once: the `initialized`
+        buffer keeps a reloaded or resumed model as it is."""
+        if self.config.data_init and not bool(self.initialized) and len(train_data.x):
+            self.initialize(train_data.x[:256].to(self.device))
 
     # -- the network --------------------------------------------------------------------------
     def features(self, x: Tensor) -> Tensor:
@@ -167,8 +172,6 @@ class PixelCNNPlusPlus(GenerativeModel):
 
     def params(self, x: Tensor) -> Tensor:
         """Mixture parameters (B, M (1 + 2C + C(C-1)/2), H, W); at (i, j) they see only pixels before (i, j)."""
-        if self.training and self.config.data_init and not bool(self.initialized):
-            self.initialize(x)
         H, W = x.shape[2:]
         f = self.features(x)
         u_list = [self.u_init(f)]

@@ -40,7 +40,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...nn.unet import UNet
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 from . import samplers
 from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_likelihood, gather, make_betas,
                         normal_kl, posterior_variance_of, predict_eps_from_x0, predict_x0_from_eps, q_posterior,
@@ -217,16 +217,15 @@ class DDPMConfig:
         check_unet_fields(self)
 
 
-class DDPM(GenerativeModel):
+class DDPM(LikelihoodModel):
     """Denoising diffusion probabilistic model (Ho et al. 2020), eps-prediction, L_simple."""
 
     name = "ddpm"
     Config = DDPMConfig
+    loss_unit: ClassVar[str] = "per dimension: squared error of the prediction (L_simple), plus the weighted bound in nats"
     # 8x8 digits: 2500 steps with one sample grid at the end.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2500, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
                                                 "ema_decay": 0.995, "eval_every": 500, "sample_every": 2500}
-    tiny: ClassVar[dict[str, Any]] = {"timesteps": 20, "base_channels": 8, "channel_mults": (1, 2),
-                                      "attention_resolutions": (2,), "validation_terms": 5}
 
     def __init__(self, spec: DataSpec, config: DDPMConfig) -> None:
         super().__init__(spec, config)

@@ -31,7 +31,7 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...nn.unet import UNet
 from .ddpm import check_unet_fields
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 SDE_SAMPLERS = ("pc", "em", "ode")
@@ -332,15 +332,14 @@ class ScoreSDEConfig:
         check_unet_fields(self)
 
 
-class ScoreSDE(GenerativeModel):
+class ScoreSDE(LikelihoodModel):
     """Score-based model with a VP or VE SDE, a predictor-corrector sampler and ODE likelihoods."""
 
     name = "score-sde"
     Config = ScoreSDEConfig
+    loss_unit: ClassVar[str] = "squared error of the predicted noise per dimension (denoising score matching)"
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
                                                 "ema_decay": 0.995, "eval_every": 500}
-    tiny: ClassVar[dict[str, Any]] = {"base_channels": 8, "attention_resolutions": (2,), "sample_steps": 10,
-                                      "validation_steps": 2, "ode_rtol": 1e-3, "ode_atol": 1e-3}
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)

@@ -50,4 +50,3 @@ class SohlDickstein(DDPM):
     Config = SohlDicksteinConfig
     # 1500 steps keep the default digits run inside 10 minutes on 2 CPU cores.
     train_defaults: ClassVar[dict[str, Any]] = {**DDPM.train_defaults, "steps": 1500, "sample_every": 1500}
-    tiny: ClassVar[dict[str, Any]] = dict(DDPM.tiny)

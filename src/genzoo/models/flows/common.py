@@ -25,7 +25,6 @@ logit(alpha)) there), so the bound holds; `log_likelihood` has kind "lower_bound
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -35,7 +34,7 @@ from ...data.spec import Dataset, DataSpec
 from ...data.transforms import dequantize, from_unit
 from ...errors import GenzooError
 from ...nn.flow_layers import FlowLayer, Split, standard_normal_log_prob
-from ..base import GenerativeModel, LogLikelihood, check_temperature
+from ..base import Figure, LikelihoodModel, LogLikelihood, check_temperature
 
 PREPROCESS = ("logit", "centered")
 
@@ -55,7 +54,7 @@ def check_preprocess(preprocess: str, alpha: float) -> None:
         raise GenzooError(f"alpha must be between 0 and 0.5 (exclusive), got {alpha!r}.")
 
 
-class FlowModel(GenerativeModel):
+class FlowModel(LikelihoodModel):
     """A multi-scale flow: a sequence of FlowLayers with Splits that factor latents out.
 
     Subclasses build `self.layers` (an nn.ModuleList of FlowLayer and Split) in __init__ and call
@@ -178,13 +177,13 @@ class FlowModel(GenerativeModel):
         return loss
 
     # -- data-dependent initialisation --------------------------------------------------------
-    def begin_stage(self, name: str, train_data: Any) -> None:
+    def prepare(self, train_data: Dataset) -> None:
         """Initialise every actnorm on one large batch of training data (up to 512 images).
 
         Layers already initialised (a resumed or reloaded model) are left as they are.
         """
-        x = getattr(train_data, "x", None)
-        if x is None or len(x) == 0:
+        x = train_data.x
+        if len(x) == 0:
             return
         with torch.no_grad():
             v = dequantize(x[:512].to(self.device), self.spec.levels, dtype=self.dtype)
@@ -215,15 +214,14 @@ class FlowModel(GenerativeModel):
         return {"inverse_max_abs_error": worst}
 
     @torch.no_grad()
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None, n: int = 2000,
-                  resolution: int = 200) -> list[Path]:
-        """On 2-D toy data (2x1x1 images): samples beside a heat map of the learned density."""
+    def figures(self, data: Dataset, generator: torch.Generator | None = None, n: int = 2000,
+                resolution: int = 200) -> dict[str, Figure]:
+        """On 2-D toy data (2x1x1 images): density, n samples beside a heat map of the learned density."""
         if self.spec.shape != (2, 1, 1):
-            return []
-        from .toy_figure import density_figure
+            return {}
+        from .toy_figure import density_map
 
-        path = Path(out_dir) / "density.png"
-        return [density_figure(self, data, path, n, resolution, generator)]
+        return {"density": density_map(self, data, n, resolution, generator)}
 
     def log_density_unit(self, v: Tensor) -> Tensor:
         """log p(v) of points v in [0, 1]^D given as (B, C, H, W), (B,): the density the bound uses."""

@@ -53,7 +53,6 @@ class Glow(FlowModel):
     name = "glow"
     Config = GlowConfig
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_blocks": 0, "steps_per_level": 2, "num_levels": 2}
 
     def __init__(self, spec: DataSpec, config: GlowConfig) -> None:
         super().__init__(spec, config)

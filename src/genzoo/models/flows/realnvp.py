@@ -51,8 +51,6 @@ class RealNVP(FlowModel):
     name = "realnvp"
     Config = RealNVPConfig
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1500, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0}
-    tiny: ClassVar[dict[str, Any]] = {"hidden_channels": 8, "num_blocks": 1, "couplings_per_scale": 1,
-                                      "final_couplings": 2, "num_scales": 2}
 
     def __init__(self, spec: DataSpec, config: RealNVPConfig) -> None:
         super().__init__(spec, config)
