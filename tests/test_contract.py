@@ -1,4 +1,4 @@
-"""Every registered model keeps the contract of DESIGN.md section 2, on its `tiny` config:
+"""Every registered model (the README's plugin too) keeps the contract of DESIGN.md section 2, on its `tiny` config:
 finite loss, gradients reach every parameter of every stage, samples of the right shape and
 range, and save/load round-trips exactly."""
 from __future__ import annotations
@@ -11,7 +11,10 @@ import torch
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
 from genzoo.registry import list_models
+from readme_plugin import NAME, plugin_class
 from tiny import tiny, tiny_spec
+
+genzoo.register(NAME, plugin_class())  # a model from outside keeps the same contract
 
 
 def build(name: str) -> tuple[genzoo.GenerativeModel, Dataset]:

@@ -14,8 +14,9 @@ from .checkpoint import load, save
 from .data.spec import DataSpec, Dataset
 from .errors import GenzooError
 from .evaluate import BitsPerDim, bits_per_dim
-from .models.base import GenerativeModel, LogLikelihood
-from .registry import create, list_models
+from .models.base import DensityMap, GenerativeModel, ImageRows, LikelihoodModel, LogLikelihood
+from .registry import create, list_models, register
 
-__all__ = ["__version__", "data", "create", "list_models", "save", "load", "bits_per_dim",
-           "BitsPerDim", "LogLikelihood", "DataSpec", "Dataset", "GenerativeModel", "GenzooError"]
+__all__ = ["__version__", "data", "create", "list_models", "register", "save", "load", "bits_per_dim",
+           "BitsPerDim", "LogLikelihood", "DataSpec", "Dataset", "GenerativeModel", "LikelihoodModel",
+           "ImageRows", "DensityMap", "GenzooError"]
