@@ -1,4 +1,5 @@
-"""VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching."""
+"""VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching,
+the prior's nested config."""
 from __future__ import annotations
 
 import itertools
@@ -8,13 +9,13 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
-from genzoo.models.autoencoders.vqvae import ConditionalPixelCNN
+from genzoo.models.autoregressive.code_prior import ConditionalPixelCNN, PriorConfig
 
-TINY_PRIOR = "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8,dropout=0.0"
+TINY_PRIOR = {"hidden_channels": 8, "num_blocks": 1, "first_kernel_size": 3, "output_hidden": 8, "dropout": 0.0}
 
 
 def build(name: str, spec: DataSpec, **overrides) -> genzoo.GenerativeModel:
-    options = {"hidden_channels": 8, "num_blocks": 1, "num_codes": 3, "code_dim": 2, "prior_options": TINY_PRIOR}
+    options = {"hidden_channels": 8, "num_blocks": 1, "num_codes": 3, "code_dim": 2, "prior": TINY_PRIOR}
     if name == "vqvae2":
         options.update(bottom_prior_channels=8, bottom_prior_blocks=1, bottom_prior_dropout=0.0)
     model = genzoo.create(name, spec, **{**options, **overrides}).double()
@@ -149,18 +150,28 @@ def test_each_stage_trains_only_its_own_parameters(name):
                     assert torch.equal(before[key], after[key]), key
 
 
-def test_prior_options_are_recorded_in_full_and_rebuild_the_prior(tmp_path):
+def test_prior_config_round_trips_through_config_json_and_rebuilds_the_prior(tmp_path):
     model = build("vqvae", DataSpec(1, 8, 8, 17))
-    options = dict(item.split("=") for item in model.config.prior_options.split(","))
-    assert options["hidden_channels"] == "8" and options["dropout"] == "0.0" and "kernel_size" in options
-    assert model.prior.config.hidden_channels == 8
+    assert model.config.prior == PriorConfig(**TINY_PRIOR)
+    assert model.prior.config.hidden_channels == 8 and model.prior.config.dropout == 0.0
     genzoo.save(model, tmp_path)
     loaded = genzoo.load(tmp_path)
+    assert loaded.config == model.config and isinstance(loaded.config.prior, PriorConfig)
     assert loaded.prior.config == model.prior.config
-    with pytest.raises(genzoo.GenzooError, match="no config field"):
-        genzoo.create("vqvae", DataSpec(1, 8, 8, 17), prior_options="bogus=1")
-    with pytest.raises(genzoo.GenzooError, match="autoregressive"):
-        genzoo.create("vqvae", DataSpec(1, 8, 8, 17), prior="vae")
+
+
+def test_prior_is_set_by_a_dict_or_a_json_string_and_bad_fields_are_one_clear_sentence():
+    spec = DataSpec(1, 8, 8, 17)
+    from_json = genzoo.create("vqvae2", spec, prior='{"family": "gated-pixelcnn", "hidden_channels": 8, "num_layers": 2}')
+    assert from_json.config.prior == PriorConfig(family="gated-pixelcnn", hidden_channels=8, num_layers=2)
+    assert type(from_json.top_prior).__name__ == "GatedPixelCNN" and len(from_json.top_prior.layers) == 2
+    assert genzoo.create("vqvae", spec, prior={"dropout": 0}).config.prior.dropout == 0.0  # an int is a float
+    bad = [({"bogus": 1}, "no field 'bogus'"), ({"hidden_channels": "8"}, "must be of type int"),
+           ({"num_blocks": 0}, "num_blocks must be positive"), ({"family": "vae"}, "autoregressive"),
+           ("hidden_channels=8", "JSON object"), ("[8]", "dict of its fields")]
+    for prior, message in bad:
+        with pytest.raises(genzoo.GenzooError, match=message):
+            genzoo.create("vqvae", spec, prior=prior)
 
 
 def test_samples_decode_codes_drawn_from_the_priors():
