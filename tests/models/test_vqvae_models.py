@@ -1,5 +1,5 @@
 """VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching,
-the prior's nested config."""
+the prior's nested config, the reconstruction figure."""
 from __future__ import annotations
 
 import itertools
@@ -10,6 +10,7 @@ import torch
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
 from genzoo.models.autoregressive.code_prior import ConditionalPixelCNN, PriorConfig
+from genzoo.models.base import ImageRows
 
 TINY_PRIOR = {"hidden_channels": 8, "num_blocks": 1, "first_kernel_size": 3, "output_hidden": 8, "dropout": 0.0}
 
@@ -181,3 +182,18 @@ def test_samples_decode_codes_drawn_from_the_priors():
     assert torch.equal(x, model.decode(tuple(codes)))
     with pytest.raises(genzoo.GenzooError):
         model.sample(2, temperature=0.0)
+
+
+@pytest.mark.parametrize("name", ["vqvae", "vqvae2"])
+def test_reconstruction_figure_shows_inputs_above_their_reconstructions(name):
+    spec = DataSpec(1, 8, 8, 17)
+    model = build(name, spec).train()
+    data = Dataset(torch.randint(0, 17, (20, *spec.shape)), spec, name="random")
+    figures = model.figures(data, torch.Generator().manual_seed(0), n=6)
+    assert model.training, "figures() left the model in eval mode"
+    assert set(figures) == {"reconstructions"} and isinstance(figures["reconstructions"], ImageRows)
+    x, x_hat = figures["reconstructions"].rows
+    assert x.shape == x_hat.shape == (6, *spec.shape)
+    assert x_hat.dtype == torch.int64 and int(x_hat.min()) >= 0 and int(x_hat.max()) <= 16
+    assert torch.equal(x, data.x[:6])
+    assert torch.equal(x_hat, model.eval().reconstruct(data.x[:6]))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -50,9 +49,9 @@ from ...functional import psnr
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ..autoregressive.code_prior import ConditionalPixelCNN, PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import (Figure, GenerativeModel, ImageRows, LogLikelihood, check_positive, check_range,
+                    check_temperature)
 from .ae import evaluating
-from ...viz import save_reconstructions
 
 STAGES = ("autoencoder", "prior")
 
@@ -312,10 +311,13 @@ class _VQModel(GenerativeModel):
             metrics[f"prior_bits_per_code{suffix}"] = float(-torch.cat(nats[j]).sum() / (c.numel() * math.log(2)))
         return metrics
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16) -> list[Path]:
-        """reconstructions.png: inputs in the top row, reconstructions from their codes below."""
-        return [save_reconstructions(self, data.x[:n], Path(out_dir) / "reconstructions.png")]
+    def figures(self, data: Dataset, generator: torch.Generator | None = None, n: int = 16) -> dict[str, Figure]:
+        """"reconstructions": the first n images of `data` in the top row, their reconstructions
+        from their codes (`reconstruct`, in eval mode) below."""
+        x = data.x[:n]
+        with evaluating(self):
+            x_hat = self.reconstruct(x.to(self.device)).cpu()
+        return {"reconstructions": ImageRows((x.cpu(), x_hat))}
 
 
 class VQVAE(_VQModel):
