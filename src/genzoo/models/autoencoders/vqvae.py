@@ -241,8 +241,15 @@ class VQModel(GenerativeModel):
 
     # -- objective --------------------------------------------------------------------------------
     def loss(self, x: Tensor) -> Tensor:
-        """Stage "autoencoder": -log p(x | z_q) per dimension + beta * commitment (+ codebook loss).
-        Stage "prior": -log p(codes) per code, the codes of x from the frozen encoder."""
+        """The objective of the current stage, a scalar.
+
+        Stage "autoencoder": nats per dimension (sub-pixel) of the reconstruction term
+        -log p(x | z_q), plus beta (`commitment`) times the commitment MSE ||z_e - sg(e)||^2, a mean
+        over the components of the encoder outputs, plus, for a loss-trained codebook, the codebook
+        MSE ||sg(z_e) - e||^2 likewise; one such pair per code level. The MSEs are squared latent
+        units, so only the first term is in nats.
+        Stage "prior": nats per code, -log p(codes) summed over the code levels and divided by the
+        number of codes of all levels, the codes of x from the frozen encoder."""
         self.check_input(x)
         if self.stage == "prior":
             with torch.no_grad():
