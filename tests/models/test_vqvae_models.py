@@ -1,5 +1,5 @@
 """VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching,
-the prior's nested config, the reconstruction figure."""
+samples distributed as the priors say, the prior's nested config, the reconstruction figure."""
 from __future__ import annotations
 
 import itertools
@@ -175,11 +175,29 @@ def test_prior_is_set_by_a_dict_or_a_json_string_and_bad_fields_are_one_clear_se
             genzoo.create("vqvae", spec, prior=prior)
 
 
-def test_samples_decode_codes_drawn_from_the_priors():
-    model = build("vqvae2", DataSpec(1, 8, 8, 17)).eval()
-    x = model.sample(4, torch.Generator().manual_seed(0), temperature=0.7)
-    codes = model._sample_codes(4, 0.7, torch.Generator().manual_seed(0))
-    assert torch.equal(x, model.decode(tuple(codes)))
+@pytest.mark.parametrize("name, temperature", [("vqvae", 1.0), ("vqvae", 0.5), ("vqvae2", 1.0)])
+def test_samples_follow_the_image_distribution_the_priors_and_decoder_imply(name, temperature):
+    """P(sample = x) = sum over code grids z with argmax p(x | z) = x of p_T(z), by enumeration on a
+    2x2 image with 2 levels; p_T multiplies the prior's conditionals, each softmax(logits / T)."""
+    model = build(name, DataSpec(1, 2, 2, 2)).eval()
+    with torch.no_grad():
+        if name == "vqvae":
+            codes = [all_codes(3, (2, 2))]
+            logits = model.prior.logits(codes[0][:, None]) / temperature                  # (Z, K, 1, 2, 2)
+            log_p = logits.log_softmax(1).gather(1, codes[0][:, None, None]).flatten(1).sum(1)
+        else:
+            bottom = all_codes(3, (2, 2))
+            codes = [torch.arange(3).repeat_interleave(len(bottom)).view(-1, 1, 1), bottom.repeat(3, 1, 1)]
+            log_p = sum(model._prior_log_probs(codes))
+        images = model.decode(codes[0] if name == "vqvae" else tuple(codes)).flatten(1)  # (Z, 4) levels 0/1
+        index = (images * torch.tensor([8, 4, 2, 1])).sum(1)                              # image as a number
+        expected = torch.zeros(16, dtype=torch.float64).index_add_(0, index, log_p.exp())
+        n = 20000
+        x = model.sample(n, torch.Generator().manual_seed(0), temperature=temperature)
+    observed = torch.bincount((x.flatten(1) * torch.tensor([8, 4, 2, 1])).sum(1), minlength=16).double() / n
+    torch.testing.assert_close(expected.sum(), torch.tensor(1.0, dtype=torch.float64))
+    tolerance = 4 * (expected * (1 - expected) / n).sqrt() + 1e-3
+    assert ((observed - expected).abs() <= tolerance).all(), (observed, expected)
     with pytest.raises(genzoo.GenzooError):
         model.sample(2, temperature=0.0)
 
