@@ -23,7 +23,7 @@ _MODELS: dict[str, str] = {
     "dae": "genzoo.models.autoencoders.ae:DenoisingAE",
     "vae": "genzoo.models.autoencoders.vae:VAE",
     "vqvae": "genzoo.models.autoencoders.vqvae:VQVAE",
-    "vqvae2": "genzoo.models.autoencoders.vqvae:VQVAE2",
+    "vqvae2": "genzoo.models.autoencoders.vqvae2:VQVAE2",
     "colorization": "genzoo.models.colorization:Colorization",
     "ddpm": "genzoo.models.diffusion.ddpm:DDPM",
     "sohl-dickstein": "genzoo.models.diffusion.sohl_dickstein:SohlDickstein",

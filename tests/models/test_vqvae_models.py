@@ -1,4 +1,5 @@
-"""VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching."""
+"""VQ-VAE and VQ-VAE-2: code round trip, normalised priors, an honest bound, stage switching,
+samples distributed as the priors say, the prior's nested config, the reconstruction figure."""
 from __future__ import annotations
 
 import itertools
@@ -8,13 +9,14 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
-from genzoo.models.autoencoders.vqvae import ConditionalPixelCNN
+from genzoo.models.autoregressive.code_prior import ConditionalPixelCNN, PriorConfig
+from genzoo.models.base import ImageRows
 
-TINY_PRIOR = "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8,dropout=0.0"
+TINY_PRIOR = {"hidden_channels": 8, "num_blocks": 1, "first_kernel_size": 3, "output_hidden": 8, "dropout": 0.0}
 
 
 def build(name: str, spec: DataSpec, **overrides) -> genzoo.GenerativeModel:
-    options = {"hidden_channels": 8, "num_blocks": 1, "num_codes": 3, "code_dim": 2, "prior_options": TINY_PRIOR}
+    options = {"hidden_channels": 8, "num_blocks": 1, "num_codes": 3, "code_dim": 2, "prior": TINY_PRIOR}
     if name == "vqvae2":
         options.update(bottom_prior_channels=8, bottom_prior_blocks=1, bottom_prior_dropout=0.0)
     model = genzoo.create(name, spec, **{**options, **overrides}).double()
@@ -149,24 +151,67 @@ def test_each_stage_trains_only_its_own_parameters(name):
                     assert torch.equal(before[key], after[key]), key
 
 
-def test_prior_options_are_recorded_in_full_and_rebuild_the_prior(tmp_path):
+def test_prior_config_round_trips_through_config_json_and_rebuilds_the_prior(tmp_path):
     model = build("vqvae", DataSpec(1, 8, 8, 17))
-    options = dict(item.split("=") for item in model.config.prior_options.split(","))
-    assert options["hidden_channels"] == "8" and options["dropout"] == "0.0" and "kernel_size" in options
-    assert model.prior.config.hidden_channels == 8
+    assert model.config.prior == PriorConfig(**TINY_PRIOR)
+    assert model.prior.config.hidden_channels == 8 and model.prior.config.dropout == 0.0
     genzoo.save(model, tmp_path)
     loaded = genzoo.load(tmp_path)
+    assert loaded.config == model.config and isinstance(loaded.config.prior, PriorConfig)
     assert loaded.prior.config == model.prior.config
-    with pytest.raises(genzoo.GenzooError, match="no config field"):
-        genzoo.create("vqvae", DataSpec(1, 8, 8, 17), prior_options="bogus=1")
-    with pytest.raises(genzoo.GenzooError, match="autoregressive"):
-        genzoo.create("vqvae", DataSpec(1, 8, 8, 17), prior="vae")
 
 
-def test_samples_decode_codes_drawn_from_the_priors():
-    model = build("vqvae2", DataSpec(1, 8, 8, 17)).eval()
-    x = model.sample(4, torch.Generator().manual_seed(0), temperature=0.7)
-    codes = model._sample_codes(4, 0.7, torch.Generator().manual_seed(0))
-    assert torch.equal(x, model.decode(tuple(codes)))
+def test_prior_is_set_by_a_dict_or_a_json_string_and_bad_fields_are_one_clear_sentence():
+    spec = DataSpec(1, 8, 8, 17)
+    from_json = genzoo.create("vqvae2", spec, prior='{"family": "gated-pixelcnn", "hidden_channels": 8, "num_layers": 2}')
+    assert from_json.config.prior == PriorConfig(family="gated-pixelcnn", hidden_channels=8, num_layers=2)
+    assert type(from_json.top_prior).__name__ == "GatedPixelCNN" and len(from_json.top_prior.layers) == 2
+    assert genzoo.create("vqvae", spec, prior={"dropout": 0}).config.prior.dropout == 0.0  # an int is a float
+    bad = [({"bogus": 1}, "no field 'bogus'"), ({"hidden_channels": "8"}, "must be of type int"),
+           ({"num_blocks": 0}, "num_blocks must be positive"), ({"family": "vae"}, "autoregressive"),
+           ("hidden_channels=8", "JSON object"), ("[8]", "dict of its fields")]
+    for prior, message in bad:
+        with pytest.raises(genzoo.GenzooError, match=message):
+            genzoo.create("vqvae", spec, prior=prior)
+
+
+@pytest.mark.parametrize("name, temperature", [("vqvae", 1.0), ("vqvae", 0.5), ("vqvae2", 1.0)])
+def test_samples_follow_the_image_distribution_the_priors_and_decoder_imply(name, temperature):
+    """P(sample = x) = sum over code grids z with argmax p(x | z) = x of p_T(z), by enumeration on a
+    2x2 image with 2 levels; p_T multiplies the prior's conditionals, each softmax(logits / T)."""
+    model = build(name, DataSpec(1, 2, 2, 2)).eval()
+    with torch.no_grad():
+        if name == "vqvae":
+            codes = [all_codes(3, (2, 2))]
+            logits = model.prior.logits(codes[0][:, None]) / temperature                  # (Z, K, 1, 2, 2)
+            log_p = logits.log_softmax(1).gather(1, codes[0][:, None, None]).flatten(1).sum(1)
+        else:
+            bottom = all_codes(3, (2, 2))
+            codes = [torch.arange(3).repeat_interleave(len(bottom)).view(-1, 1, 1), bottom.repeat(3, 1, 1)]
+            log_p = sum(model._prior_log_probs(codes))
+        images = model.decode(codes[0] if name == "vqvae" else tuple(codes)).flatten(1)  # (Z, 4) levels 0/1
+        index = (images * torch.tensor([8, 4, 2, 1])).sum(1)                              # image as a number
+        expected = torch.zeros(16, dtype=torch.float64).index_add_(0, index, log_p.exp())
+        n = 20000
+        x = model.sample(n, torch.Generator().manual_seed(0), temperature=temperature)
+    observed = torch.bincount((x.flatten(1) * torch.tensor([8, 4, 2, 1])).sum(1), minlength=16).double() / n
+    torch.testing.assert_close(expected.sum(), torch.tensor(1.0, dtype=torch.float64))
+    tolerance = 4 * (expected * (1 - expected) / n).sqrt() + 1e-3
+    assert ((observed - expected).abs() <= tolerance).all(), (observed, expected)
     with pytest.raises(genzoo.GenzooError):
         model.sample(2, temperature=0.0)
+
+
+@pytest.mark.parametrize("name", ["vqvae", "vqvae2"])
+def test_reconstruction_figure_shows_inputs_above_their_reconstructions(name):
+    spec = DataSpec(1, 8, 8, 17)
+    model = build(name, spec).train()
+    data = Dataset(torch.randint(0, 17, (20, *spec.shape)), spec, name="random")
+    figures = model.figures(data, torch.Generator().manual_seed(0), n=6)
+    assert model.training, "figures() left the model in eval mode"
+    assert set(figures) == {"reconstructions"} and isinstance(figures["reconstructions"], ImageRows)
+    x, x_hat = figures["reconstructions"].rows
+    assert x.shape == x_hat.shape == (6, *spec.shape)
+    assert x_hat.dtype == torch.int64 and int(x_hat.min()) >= 0 and int(x_hat.max()) <= 16
+    assert torch.equal(x, data.x[:6])
+    assert torch.equal(x_hat, model.eval().reconstruct(data.x[:6]))

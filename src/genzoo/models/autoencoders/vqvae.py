@@ -1,4 +1,4 @@
-"""VQ-VAE and VQ-VAE-2: discrete codes from a vector-quantised autoencoder, PixelCNN priors over them.
+"""VQ-VAE: discrete codes from a vector-quantised autoencoder, an autoregressive prior over them.
 
 VQ-VAE (van den Oord et al. 2017): z_e = E(x) on a grid of h x w positions, each replaced by its
 nearest codebook vector, z_q = e_k (genzoo.nn.quantize); the decoder D(z_q) gives a categorical
@@ -7,15 +7,11 @@ log-likelihood of the categorical decoder as reconstruction term, in nats per di
 
     loss = -log p(x | z_q) / D + beta ||z_e - sg(e)||^2 [+ ||sg(z_e) - e||^2 when the codebook is loss-trained]
 
-A PixelCNN-family model from the registry (config `prior`, default "pixelcnn") is then fitted to
+An autoregressive model of the PixelCNN family (config `prior`, a `PriorConfig`) is then fitted to
 the codes of the training images, seen as 1 x h x w images with `num_codes` levels.
 
-VQ-VAE-2 (Razavi et al. 2019): two levels of codes. The bottom encoder maps x to features at the
-bottom grid; the top encoder halves them once more and quantises (top codes); the top codes,
-decoded back to the bottom grid and concatenated with the bottom features, give the bottom codes.
-The decoder sees the bottom codes and the upsampled top codes. Priors: p(top) is a registry model,
-p(bottom | top) a conditional PixelCNN defined here (masked convolutions over the bottom codes,
-the top codes entering every layer unmasked, since they are given).
+This module holds what VQ-VAE and VQ-VAE-2 (models.autoencoders.vqvae2) share: the encoder and
+decoder blocks, the two training stages, the objective, the bound, sampling and metrics.
 
 Grids: `downsamples` = -1 halves the image (rounding up) while the result keeps at least 4 rows
 and columns, at most twice: 8x8 digits -> 4x4 codes (VQ-VAE-2: 4x4 bottom, 2x2 top), 28x28 ->
@@ -33,10 +29,8 @@ of every sub-pixel.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -47,87 +41,14 @@ from ...data.spec import DataSpec, Dataset
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import psnr
-from ...nn.masked import MaskedConv2d
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
-from ...registry import create, make_config, model_class
-from ..autoregressive.common import ancestral_sample, categorical_log_prob
-from ..autoregressive.pixelcnn import ResidualBlock
-from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..autoregressive.code_prior import PriorConfig, build_code_prior
+from ..autoregressive.common import categorical_log_prob
+from ..base import (Figure, GenerativeModel, ImageRows, LogLikelihood, check_positive, check_range,
+                    check_temperature)
 from .ae import evaluating
-from ...viz import save_reconstructions
 
 STAGES = ("autoencoder", "prior")
-# Sizes for a prior over a few dozen codes, used where the prior family has these fields and
-# prior_options does not set them (a code grid is far smaller than an image).
-PRIOR_SIZES: dict[str, Any] = {"hidden_channels": 64, "num_blocks": 4, "num_layers": 6, "first_kernel_size": 5,
-                               "output_hidden": 64}
-
-
-# -- the prior's configuration, recorded as text ------------------------------------------------
-def _parse_value(text: str, default: Any, key: str) -> Any:
-    kind = type(default) if default is not dataclasses.MISSING else None
-    try:
-        if kind is bool:
-            if text.strip().lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.strip().lower() in ("true", "1")
-        if kind in (int, float, str):
-            return kind(text)
-        if kind is tuple:
-            inner = type(default[0]) if default else int
-            return tuple(inner(v) for v in text.split("|") if v)
-        for convert in (int, float):
-            try:
-                return convert(text)
-            except ValueError:
-                pass
-        return text
-    except ValueError:
-        raise GenzooError(f"prior option {key}={text!r} is not a valid {kind.__name__ if kind else 'value'}.") from None
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "|".join(str(v) for v in value)
-    return str(value)
-
-
-def resolve_prior_options(prior: str, text: str) -> str:
-    """The full config of registry model `prior` with `text` ("field=value,...") applied, as text.
-
-    Fields named in PRIOR_SIZES that `text` leaves out take those sizes. Every field is written
-    out, so a saved VQ-VAE rebuilds the same prior even if the prior's defaults change later.
-    """
-    cls = model_class(prior)
-    if not callable(getattr(cls, "logits", None)) or cls.stages != ("main",):
-        raise GenzooError(f"prior must be an autoregressive model over discrete levels, such as pixelcnn; got {prior!r}.")
-    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-    overrides: dict[str, Any] = {}
-    for item in (s.strip() for s in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise GenzooError(f"prior_options must be field=value pairs separated by commas, got {item!r}.")
-        if key not in fields:
-            raise GenzooError(f"prior {prior!r} has no config field {key!r}; its fields are: {', '.join(fields)}.")
-        overrides[key] = _parse_value(value.strip(), fields[key].default, key)
-    for key, value in PRIOR_SIZES.items():
-        if key in fields and key not in overrides:
-            overrides[key] = value
-    config = make_config(prior, overrides)
-    return ",".join(f"{f.name}={_format_value(getattr(config, f.name))}" for f in dataclasses.fields(config))
-
-
-def build_prior(prior: str, options: str, spec: DataSpec) -> GenerativeModel:
-    """Registry model `prior` over codes of `spec`, configured by resolved `options`."""
-    fields = {f.name: f for f in dataclasses.fields(model_class(prior).Config)}
-    overrides = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        overrides[key] = _parse_value(value, fields[key].default, key)
-    return create(prior, spec, **overrides)
 
 
 def auto_downsamples(height: int, width: int) -> int:
@@ -142,6 +63,15 @@ def halve(size: tuple[int, int]) -> tuple[int, int]:
     return ((size[0] + 1) // 2, (size[1] + 1) // 2)
 
 
+def grid_sizes(height: int, width: int, downsamples: int) -> list[tuple[int, int]]:
+    """[(H, W), then the size after each halving]: the last is the code grid (-1: auto_downsamples)."""
+    d = auto_downsamples(height, width) if downsamples == -1 else downsamples
+    sizes = [(height, width)]
+    for _ in range(d):
+        sizes.append(halve(sizes[-1]))
+    return sizes
+
+
 # -- configs -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VQVAEConfig:
@@ -150,8 +80,10 @@ class VQVAEConfig:
     downsamples: number of halvings from image to code grid, -1 to choose from the image size.
     restart_threshold: codes used by fewer than this many vectors per batch (moving average) are
     restarted at encoder outputs of the batch; 0 turns restarts off.
-    prior: registry name of the autoregressive prior over codes; prior_options: its config fields
-    as "field=value,field=value" (written out in full once the config is built).
+    prior: the autoregressive prior over codes (see PriorConfig: family and sizes). Besides a
+    PriorConfig it accepts a dict of its fields (as config.json holds it) or that dict as a JSON
+    string, which is how the command line sets it: --prior '{"family": "gated-pixelcnn"}'.
+    Fields left out keep PriorConfig's defaults.
     """
 
     hidden_channels: int = 64
@@ -163,8 +95,7 @@ class VQVAEConfig:
     commitment: float = 0.25
     decay: float = 0.99
     restart_threshold: float = 1.0
-    prior: str = "pixelcnn"
-    prior_options: str = ""
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_blocks", "code_dim"):
@@ -178,23 +109,7 @@ class VQVAEConfig:
         check_positive(self.commitment, "commitment", allow_zero=True)
         check_range(self.decay, "decay", 0.0, 0.9999)
         check_positive(self.restart_threshold, "restart_threshold", allow_zero=True)
-        object.__setattr__(self, "prior_options", resolve_prior_options(self.prior, self.prior_options))
-
-
-@dataclass(frozen=True)
-class VQVAE2Config(VQVAEConfig):
-    """As VQVAEConfig, for both levels; `prior` is the top prior. The bottom prior p(bottom | top)
-    is the conditional PixelCNN of this module, sized by the bottom_prior_* fields."""
-
-    bottom_prior_channels: int = 64
-    bottom_prior_blocks: int = 4
-    bottom_prior_dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive(self.bottom_prior_channels, "bottom_prior_channels")
-        check_positive(self.bottom_prior_blocks, "bottom_prior_blocks")
-        check_range(self.bottom_prior_dropout, "bottom_prior_dropout", 0.0, 0.99)
+        object.__setattr__(self, "prior", PriorConfig.parse(self.prior))
 
 
 # -- blocks --------------------------------------------------------------------------------------
@@ -244,53 +159,8 @@ class Upsampler(nn.Module):
         return self.output(h)
 
 
-class ConditionalPixelCNN(nn.Module):
-    """p(k | c) = prod_i p(k_i | k_<i, c): codes k (B, h, w) in raster order, given codes c (B, h', w').
-
-    Masked convolutions (type A first, then PixelCNN residual blocks of type B) over the embedded
-    codes k carry the raster order. The conditioning codes c are embedded, resized to (h, w) with
-    nearest neighbours and passed through two unmasked 3x3 convolutions; the result is added after
-    the first layer and, through a 1x1 projection, after every block. c is given, so every position
-    may see all of it without breaking the order over k.
-    """
-
-    def __init__(self, num_codes: int, cond_codes: int, grid: tuple[int, int], hidden: int, num_blocks: int,
-                 dropout: float) -> None:
-        super().__init__()
-        self.num_codes, self.grid = num_codes, grid
-        self.embed = nn.Embedding(num_codes, hidden)
-        self.input = MaskedConv2d("A", hidden, hidden, 5)
-        self.cond_embed = nn.Embedding(cond_codes, hidden)
-        self.cond_net = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1))
-        self.blocks = nn.ModuleList(ResidualBlock(hidden, 3, 1, dropout) for _ in range(num_blocks))
-        self.cond_proj = nn.ModuleList(nn.Conv2d(hidden, hidden, 1) for _ in range(num_blocks))
-        self.head = MaskedConv2d("B", hidden, hidden, 1)
-        self.out = MaskedConv2d("B", hidden, num_codes, 1)
-
-    def logits(self, k: Tensor, c: Tensor) -> Tensor:
-        """Scores (B, num_codes, h, w); entry i depends on k only through k_<i."""
-        cond = self.cond_embed(c).permute(0, 3, 1, 2)
-        cond = self.cond_net(F.interpolate(cond, size=k.shape[-2:], mode="nearest"))
-        h = self.input(self.embed(k).permute(0, 3, 1, 2)) + cond
-        for block, proj in zip(self.blocks, self.cond_proj):
-            h = block(h) + proj(cond)
-        return self.out(F.relu(self.head(F.relu(h))))
-
-    def log_prob(self, k: Tensor, c: Tensor) -> Tensor:
-        """log p(k | c) in nats, (B,)."""
-        return categorical_log_prob(self.logits(k, c), k)
-
-    @torch.no_grad()
-    def sample(self, c: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-        """k ~ p(k | c) ancestrally, (B, h, w)."""
-        def logits_fn(x: Tensor, row: int) -> Tensor:
-            return self.logits(x[:, 0], c).unsqueeze(2)  # (B, K, 1, h, w)
-
-        return ancestral_sample(logits_fn, c.shape[0], (1, *self.grid), temperature, generator, None, c.device)[:, 0]
-
-
 # -- the models ----------------------------------------------------------------------------------
-class _VQModel(GenerativeModel):
+class VQModel(GenerativeModel):
     """What VQ-VAE and VQ-VAE-2 share: stages, the objective, bound, sampling, metrics.
 
     A subclass defines `code_levels` (names of its code levels), `quantizers` (one per level),
@@ -371,8 +241,15 @@ class _VQModel(GenerativeModel):
 
     # -- objective --------------------------------------------------------------------------------
     def loss(self, x: Tensor) -> Tensor:
-        """Stage "autoencoder": -log p(x | z_q) per dimension + beta * commitment (+ codebook loss).
-        Stage "prior": -log p(codes) per code, the codes of x from the frozen encoder."""
+        """The objective of the current stage, a scalar.
+
+        Stage "autoencoder": nats per dimension (sub-pixel) of the reconstruction term
+        -log p(x | z_q), plus beta (`commitment`) times the commitment MSE ||z_e - sg(e)||^2, a mean
+        over the components of the encoder outputs, plus, for a loss-trained codebook, the codebook
+        MSE ||sg(z_e) - e||^2 likewise; one such pair per code level. The MSEs are squared latent
+        units, so only the first term is in nats.
+        Stage "prior": nats per code, -log p(codes) summed over the code levels and divided by the
+        number of codes of all levels, the codes of x from the frozen encoder."""
         self.check_input(x)
         if self.stage == "prior":
             with torch.no_grad():
@@ -429,13 +306,16 @@ class _VQModel(GenerativeModel):
             metrics[f"prior_bits_per_code{suffix}"] = float(-torch.cat(nats[j]).sum() / (c.numel() * math.log(2)))
         return metrics
 
-    def visualize(self, out_dir: Path, data: Dataset, generator: torch.Generator | None = None,
-                  n: int = 16) -> list[Path]:
-        """reconstructions.png: inputs in the top row, reconstructions from their codes below."""
-        return [save_reconstructions(self, data.x[:n], Path(out_dir) / "reconstructions.png")]
+    def figures(self, data: Dataset, generator: torch.Generator | None = None, n: int = 16) -> dict[str, Figure]:
+        """"reconstructions": the first n images of `data` in the top row, their reconstructions
+        from their codes (`reconstruct`, in eval mode) below."""
+        x = data.x[:n]
+        with evaluating(self):
+            x_hat = self.reconstruct(x.to(self.device)).cpu()
+        return {"reconstructions": ImageRows((x.cpu(), x_hat))}
 
 
-class VQVAE(_VQModel):
+class VQVAE(VQModel):
     """VQ-VAE: one grid of codes, a categorical decoder, a PixelCNN-family prior over the codes."""
 
     name = "vqvae"
@@ -446,22 +326,19 @@ class VQVAE(_VQModel):
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
     tiny: ClassVar[dict[str, Any]] = {
         "hidden_channels": 8, "num_blocks": 1, "num_codes": 4, "code_dim": 4,
-        "prior_options": "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8",
+        "prior": PriorConfig(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8),
     }
 
     def __init__(self, spec: DataSpec, config: VQVAEConfig) -> None:
         super().__init__(spec, config)
         C, H, W = spec.shape
-        d = auto_downsamples(H, W) if config.downsamples == -1 else config.downsamples
-        sizes = [(H, W)]
-        for _ in range(d):
-            sizes.append(halve(sizes[-1]))
-        self.grid = sizes[-1]
+        sizes = grid_sizes(H, W, config.downsamples)
+        d, self.grid = len(sizes) - 1, sizes[-1]
         ch = config.hidden_channels
         self.encoder = Downsampler(C, ch, config.code_dim, d, config.num_blocks)
         self.quantizers = nn.ModuleList([self._quantizer()])
         self.decoder = Upsampler(config.code_dim, ch, C * spec.levels, sizes[-2::-1], config.num_blocks)
-        self.prior = build_prior(config.prior, config.prior_options, DataSpec(1, *self.grid, config.num_codes))
+        self.prior = build_code_prior(config.prior, self.grid, config.num_codes)
 
     def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:
         z_e = self.encoder(v)
@@ -497,85 +374,3 @@ class VQVAE(_VQModel):
             raise GenzooError(f"{what} must be integer codes of shape (B, {grid[0]}, {grid[1]}), got {got}.")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.num_codes):
             raise GenzooError(f"{what} must lie in [0, {self.config.num_codes - 1}].")
-
-
-class VQVAE2(VQVAE):
-    """VQ-VAE-2: top and bottom codes, p(top) from the registry, p(bottom | top) a conditional PixelCNN."""
-
-    name = "vqvae2"
-    Config = VQVAE2Config
-    code_levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
-    prior_modules = ("top_prior", "bottom_prior")
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
-    tiny: ClassVar[dict[str, Any]] = {
-        **VQVAE.tiny, "bottom_prior_channels": 8, "bottom_prior_blocks": 1,
-    }
-
-    def __init__(self, spec: DataSpec, config: VQVAE2Config) -> None:
-        _VQModel.__init__(self, spec, config)  # its own modules; VQVAE lends only encode/decode helpers
-        C, H, W = spec.shape
-        d = auto_downsamples(H, W) if config.downsamples == -1 else config.downsamples
-        sizes = [(H, W)]
-        for _ in range(d):
-            sizes.append(halve(sizes[-1]))
-        self.grid = sizes[-1]
-        self.top_grid = halve(self.grid)
-        ch, nb, D = config.hidden_channels, config.num_blocks, config.code_dim
-        self.encoder = Downsampler(C, ch, ch, d, nb)                  # x -> bottom features
-        self.top_encoder = Downsampler(ch, ch, D, 1, nb)               # bottom features -> z_e top
-        self.top_decoder = Upsampler(D, ch, ch, [self.grid], nb)       # z_q top -> bottom grid
-        self.bottom_input = nn.Conv2d(2 * ch, D, 1)                    # [features, decoded top] -> z_e bottom
-        self.quantizers = nn.ModuleList([self._quantizer(), self._quantizer()])
-        self.top_upsample = nn.Sequential(nn.Upsample(size=self.grid, mode="nearest"), nn.Conv2d(D, D, 3, padding=1))
-        self.decoder = Upsampler(2 * D, ch, C * spec.levels, sizes[-2::-1], nb)
-        self.top_prior = build_prior(config.prior, config.prior_options, DataSpec(1, *self.top_grid, config.num_codes))
-        self.bottom_prior = ConditionalPixelCNN(config.num_codes, config.num_codes, self.grid,
-                                                config.bottom_prior_channels, config.bottom_prior_blocks,
-                                                config.bottom_prior_dropout)
-
-    def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:
-        quant_top, quant_bottom = self.quantizers
-        h = self.encoder(v)
-        z_e_top = self.top_encoder(h)
-        if update:
-            quant_top.update(z_e_top)
-        q_top = quant_top(z_e_top)
-        z_e_bottom = self.bottom_input(torch.cat([h, self.top_decoder(q_top.z_q)], 1))
-        if update:
-            quant_bottom.update(z_e_bottom)
-        q_bottom = quant_bottom(z_e_bottom)
-        return self._decode_vectors(q_top.z_q, q_bottom.z_q), [q_top, q_bottom]
-
-    def _decode_vectors(self, z_q_top: Tensor, z_q_bottom: Tensor) -> Tensor:
-        return self._logits_view(self.decoder(torch.cat([z_q_bottom, self.top_upsample(z_q_top)], 1)))
-
-    def _decode(self, codes: list[Tensor]) -> Tensor:
-        top, bottom = codes
-        return self._decode_vectors(self.quantizers[0].lookup(top), self.quantizers[1].lookup(bottom))
-
-    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:
-        top, bottom = codes
-        return [self.top_prior.log_likelihood(top[:, None]).nats, self.bottom_prior.log_prob(bottom, top)]
-
-    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:
-        top = self.top_prior.sample(n, generator, temperature=temperature)[:, 0]
-        return [top, self.bottom_prior.sample(top, temperature, generator)]
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        """(top codes (B, h', w'), bottom codes (B, h, w)), int64, of levels x (B, C, H, W)."""
-        self.check_input(x)
-        with torch.no_grad():
-            top, bottom = self._codes(x)
-        return top, bottom
-
-    def decode(self, codes: tuple[Tensor, Tensor]) -> Tensor:  # type: ignore[override]
-        """The decoder's most probable levels (B, C, H, W) given (top codes, bottom codes)."""
-        if not isinstance(codes, (tuple, list)) or len(codes) != 2:
-            raise GenzooError("codes must be a pair (top codes, bottom codes).")
-        top, bottom = codes
-        self._check_codes(top, self.top_grid, "top codes")
-        self._check_codes(bottom, self.grid, "bottom codes")
-        if len(top) != len(bottom):
-            raise GenzooError(f"top and bottom codes must hold the same number of images, got {len(top)} and {len(bottom)}.")
-        with torch.no_grad():
-            return self._to_levels(self._decode([top, bottom]))
