@@ -9,7 +9,7 @@ from typing import Any
 DEFAULT_SPEC = (1, 8, 8, 17)
 _DDPM = {"timesteps": 20, "base_channels": 8, "channel_mults": (1, 2), "attention_resolutions": (2,), "validation_terms": 5}
 _VQ = {"hidden_channels": 8, "num_blocks": 1, "num_codes": 4, "code_dim": 4,
-       "prior_options": "hidden_channels=8,num_blocks=1,first_kernel_size=3,output_hidden=8"}
+       "prior": {"hidden_channels": 8, "num_blocks": 1, "first_kernel_size": 3, "output_hidden": 8}}
 _AE = {"latent_dim": 4, "hidden_channels": 8, "num_blocks": 1}
 
 TINY: dict[str, dict[str, Any]] = {

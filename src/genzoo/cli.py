@@ -210,7 +210,7 @@ def _train_parser(cls: type[GenerativeModel] | None) -> tuple[_Parser, Flags | N
 
 def cmd_train(argv: Sequence[str]) -> int:
     from .evaluate import evaluate
-    from .train import TrainConfig, train, train_config_for
+    from .train import train, train_config_for
     from .viz import save_grid
 
     name = _prefix_parse(argv, "model")

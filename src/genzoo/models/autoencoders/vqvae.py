@@ -44,7 +44,7 @@ from ...functional import psnr
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
-from ..base import (Figure, GenerativeModel, ImageRows, LogLikelihood, check_positive, check_range,
+from ..base import (Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range,
                     check_temperature)
 from .ae import evaluating
 
@@ -160,7 +160,7 @@ class Upsampler(nn.Module):
 
 
 # -- the models ----------------------------------------------------------------------------------
-class VQModel(GenerativeModel):
+class VQModel(LikelihoodModel):
     """What VQ-VAE and VQ-VAE-2 share: stages, the objective, bound, sampling, metrics.
 
     A subclass defines `code_levels` (names of its code levels), `quantizers` (one per level),
@@ -324,10 +324,6 @@ class VQVAE(VQModel):
     prior_modules = ("prior",)
     # steps are per stage: 2 x 1000 in all (on digits, 1500 per stage gains under 0.1 dB)
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
-    tiny: ClassVar[dict[str, Any]] = {
-        "hidden_channels": 8, "num_blocks": 1, "num_codes": 4, "code_dim": 4,
-        "prior": PriorConfig(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8),
-    }
 
     def __init__(self, spec: DataSpec, config: VQVAEConfig) -> None:
         super().__init__(spec, config)

@@ -53,9 +53,6 @@ class VQVAE2(VQVAE):
     code_levels: ClassVar[tuple[str, ...]] = ("top", "bottom")
     prior_modules = ("top_prior", "bottom_prior")
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0}
-    tiny: ClassVar[dict[str, Any]] = {
-        **VQVAE.tiny, "bottom_prior_channels": 8, "bottom_prior_blocks": 1,
-    }
 
     def __init__(self, spec: DataSpec, config: VQVAE2Config) -> None:
         VQModel.__init__(self, spec, config)  # its own modules; VQVAE lends only encode/decode helpers

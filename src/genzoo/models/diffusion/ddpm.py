@@ -29,7 +29,6 @@ with the discretized Gaussian decoder: bins of width 2/(K-1) in [-1, 1], edges t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
