@@ -15,10 +15,8 @@ field and training option with the model's own defaults.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,141 +24,12 @@ import torch
 
 from . import __version__, checkpoint, data, registry
 from .errors import GenzooError
+from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
 from .models.base import GenerativeModel
-
-try:
-    from types import UnionType  # `int | None` annotations
-except ImportError:  # Python < 3.10
-    UnionType = None
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:  # one sentence, no usage dump
-        if message.startswith("unrecognized arguments:"):
-            extra = message.split(":", 1)[1].strip()
-            raise GenzooError(f"unknown option {extra}; '{self.prog} --help' lists the options.")
-        raise GenzooError(message or "bad arguments")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def converter(annotation: Any) -> Callable[[str], Any]:
-    """A str -> value function for a type annotation: int, float, bool, str, Literal, tuple[...], X | None."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or (UnionType is not None and origin is UnionType):
-        inner = [a for a in args if a is not type(None)]
-        base = converter(inner[0]) if len(inner) == 1 else str
-
-        def optional(text: str) -> Any:
-            return None if text.lower() in ("none", "null") else base(text)
-        return optional
-    if origin is typing.Literal:
-        def literal(text: str) -> Any:
-            for choice in args:
-                if str(choice) == text:
-                    return choice
-            raise ValueError(f"choose one of {', '.join(map(str, args))}")
-        return literal
-    if origin in (tuple, list):
-        item = converter(args[0] if args else str)
-        return lambda text: tuple(item(t) for t in text.split(",") if t.strip())
-    if annotation is bool:
-        return _parse_bool
-    if annotation in (int, float):
-        def number(text: str) -> Any:
-            try:
-                return annotation(text)
-            except ValueError:
-                raise ValueError("expected an integer" if annotation is int else "expected a number") from None
-        return number
-    return str
-
-
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool or bool in typing.get_args(annotation)
-
-
-class Flags:
-    """Flags of one group, built from (name, annotation, default, help) and converted after parsing."""
-
-    def __init__(self, parser: argparse.ArgumentParser, title: str, prefix: str) -> None:
-        self.group = parser.add_argument_group(title)
-        self.prefix = prefix
-        self.convert: dict[str, Callable[[str], Any]] = {}
-
-    def add(self, name: str, annotation: Any, default: Any, help: str = "") -> None:
-        shown = f"default {default!r}" if default is not dataclasses.MISSING else "required"
-        kwargs: dict[str, Any] = {"nargs": "?", "const": "true"} if _is_bool(annotation) else {}
-        self.group.add_argument(_flag(name), dest=f"{self.prefix}__{name}", default=None, metavar="VALUE",
-                                help=f"{help} ({shown})" if help else shown, **kwargs)
-        self.convert[name] = converter(annotation)
-
-    def values(self, args: argparse.Namespace) -> dict[str, Any]:
-        """The flags the user gave, converted; one sentence for a bad value."""
-        out = {}
-        for name, conv in self.convert.items():
-            text = getattr(args, f"{self.prefix}__{name}", None)
-            if text is not None:
-                try:
-                    out[name] = conv(text)
-                except (ValueError, TypeError) as e:
-                    raise GenzooError(f"bad value {text!r} for {_flag(name)}: {e}.") from None
-        return out
-
-
-def dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: str,
-                    defaults: dict[str, Any] | None = None) -> Flags:
-    """One flag per field of dataclass `cls`, showing `defaults` (else the field's own default)."""
-    flags = Flags(parser, title, prefix)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        default = (defaults or {}).get(f.name, f.default)
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        flags.add(f.name, hints[f.name], default)
-    return flags
-
-
-def option_flags(parser: argparse.ArgumentParser, cls: type[GenerativeModel], methods: Sequence[str],
-                 taken: set[str]) -> tuple[Flags, dict[str, list[str]]]:
-    """Flags for the keyword options of the model's `methods` (GenerativeModel.options); a flag shared
-    by several methods goes to each. Returns the flags and name -> the methods that take it."""
-    flags = Flags(parser, f"{cls.name} options", "opt")
-    where: dict[str, list[str]] = {}
-    for method in methods:
-        for opt in cls.options(method):
-            if opt.name in taken:
-                continue
-            if opt.name not in where:
-                flags.add(opt.name, opt.annotation, opt.default, f"{cls.name}.{method}")
-            where.setdefault(opt.name, []).append(method)
-    return flags, where
-
-
-def route(values: dict[str, Any], where: dict[str, list[str]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """{method: {option: value}} for the option flags given."""
-    routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    for name, value in values.items():
-        for method in where[name]:
-            routed[method][name] = value
-    return routed
-
 
 def _prefix_parse(argv: Sequence[str], positional: str) -> str | None:
     """The first positional argument (a model name or a run directory), before the full parse."""
-    pre = _Parser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument(positional, nargs="?")
     known, _ = pre.parse_known_args(argv)
     value = getattr(known, positional)
@@ -187,14 +56,14 @@ def _run_record(args: argparse.Namespace, train_data: data.Dataset) -> dict[str,
             "data_info": train_data.info, "spec": train_data.spec.to_dict()}
 
 
-def _train_parser(cls: type[GenerativeModel] | None) -> tuple[_Parser, Flags | None, Flags | None]:
+def _train_parser(cls: type[GenerativeModel] | None) -> tuple[Parser, Flags | None, Flags | None]:
     from .train import TrainConfig, train_defaults_for
 
     name = cls.name if cls else "MODEL"
     description = (cls.__doc__ or "").strip() if cls else (
         f"Train a model. MODEL is one of: {', '.join(registry.list_models())}. "
         "'genzoo train MODEL --help' shows its config fields and training options with its defaults.")
-    parser = _Parser(prog=f"genzoo train {name}", description=description)
+    parser = Parser(prog=f"genzoo train {name}", description=description)
     parser.add_argument("model", help="the model to train")
     parser.add_argument("--data", default="digits", help="dataset name (default digits)")
     parser.add_argument("--root", default=None, help="directory of the dataset's files")
@@ -277,15 +146,15 @@ def run_data(meta: dict[str, Any], name: str | None, root: str | None, split: st
 
 
 def _run_parser(prog: str, description: str, argv: Sequence[str], methods: Sequence[str],
-                own: Callable[[_Parser], None]) -> tuple[argparse.Namespace, dict[str, dict[str, Any]], dict[str, Any]] | None:
+                own: Callable[[Parser], None]) -> tuple[argparse.Namespace, dict[str, dict[str, Any]], dict[str, Any]] | None:
     """Parse a command on a run directory: its own flags, then the model's options of `methods`
     (None after printing the help of a command given no run directory)."""
-    pre = _Parser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("dir", nargs="?")
     own(pre)
     directory = pre.parse_known_args(argv)[0].dir
     meta = checkpoint.read_config(directory) if directory else None
-    parser = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", help="a run directory (genzoo train --out) or a saved model")
     own(parser)
     taken = {a.dest for a in parser._actions}
@@ -294,7 +163,7 @@ def _run_parser(prog: str, description: str, argv: Sequence[str], methods: Seque
         for name in registry.list_models():
             cls = registry.model_class(name)
             opts = {o.name: o for m in methods for o in cls.options(m) if o.name not in taken}
-            lines.append(f"  {name:<16} " + (", ".join(f"{_flag(o.name)} ({o.default!r})" for o in opts.values()) or "none"))
+            lines.append(f"  {name:<16} " + (", ".join(f"{flag(o.name)} ({o.default!r})" for o in opts.values()) or "none"))
         parser.epilog = "\n".join(lines)
         if any(a in ("-h", "--help") for a in argv):
             parser.print_help()
@@ -314,7 +183,7 @@ def _load_run(directory: str, device: str) -> GenerativeModel:
 def cmd_sample(argv: Sequence[str]) -> int:
     from .viz import save_figure, save_grid
 
-    def own(parser: _Parser) -> None:
+    def own(parser: Parser) -> None:
         parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
         parser.add_argument("--out", default=None, help="PNG path (default DIR/samples/sample.png)")
         parser.add_argument("--seed", type=int, default=0)
@@ -347,7 +216,7 @@ def cmd_sample(argv: Sequence[str]) -> int:
 def cmd_eval(argv: Sequence[str]) -> int:
     from .evaluate import evaluate
 
-    def own(parser: _Parser) -> None:
+    def own(parser: Parser) -> None:
         parser.add_argument("--data", default=None, help="dataset (default: the run's)")
         parser.add_argument("--root", default=None)
         parser.add_argument("--split", default="test", choices=list(data.SPLITS))
@@ -381,7 +250,7 @@ def _module_command(module_name: str, prog: str, description: str, argv: Sequenc
     import importlib
 
     module = importlib.import_module(module_name)
-    parser = _Parser(prog=prog, description=description)
+    parser = Parser(prog=prog, description=description)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(argv)) or 0)
 

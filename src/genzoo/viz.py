@@ -78,18 +78,6 @@ def save_rows(rows: list[Tensor], spec: DataSpec, path: str | Path, scale: int |
     return save_grid(torch.cat([r[:n] for r in rows]), spec, path, nrow=n, scale=scale)
 
 
-@torch.no_grad()
-def save_reconstructions(model: torch.nn.Module, x: Tensor, path: str | Path) -> Path:
-    """reconstructions.png: inputs `x` in the top row, `model.reconstruct(x)` (in eval mode) below."""
-    was_training = model.training
-    model.eval()
-    try:
-        x_hat = model.reconstruct(x.to(model.device)).cpu()
-    finally:
-        model.train(was_training)
-    return save_rows([x.cpu(), x_hat], model.spec, path)
-
-
 def save_figure(figure: Figure, spec: DataSpec, path: str | Path) -> Path:
     """Draw a model's figure (ImageRows or DensityMap) as a PNG at `path`."""
     if isinstance(figure, ImageRows):
