@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
-from ...functional import psnr
+from ...functional import discretized_logistic_log_prob, psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ...viz import save_rows
 from ..autoregressive.common import categorical_log_prob, sample_categorical
@@ -68,22 +67,6 @@ class VAEConfig:
 def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, diag exp(log_var)) || N(0, I)) per latent dimension, same shape as mu."""
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
-
-
-def discretized_logistic_log_prob(x: Tensor, m: Tensor, log_s: Tensor, levels: int) -> Tensor:
-    """log P(x) of levels x under Logistic(m, exp(log_s)) discretized on [-1, 1], elementwise.
-
-    Level k has centre c = 2k/(K-1) - 1 and bin [c - d, c + d], d = 1/(K-1); level 0 takes
-    (-inf, c + d] and level K-1 takes [c - d, inf), so the K probabilities sum to one. With
-    a = (c + d - m)/s > b = (c - d - m)/s, sigmoid(a) - sigmoid(b) = (e^a - e^b) / ((1 + e^a)(1 + e^b)),
-    whose log a + log(1 - e^(b-a)) - softplus(a) - softplus(b) is stable everywhere.
-    """
-    c = x.to(m.dtype) * (2.0 / (levels - 1)) - 1.0
-    inv_s = torch.exp(-log_s)
-    a = (c + 1.0 / (levels - 1) - m) * inv_s
-    b = (c - 1.0 / (levels - 1) - m) * inv_s
-    middle = a + torch.log(-torch.expm1(b - a)) - F.softplus(a) - F.softplus(b)
-    return torch.where(x == 0, -F.softplus(-a), torch.where(x == levels - 1, -F.softplus(b), middle))
 
 
 def normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ...data.spec import DataSpec
 from ...errors import GenzooError
+from ...functional import discretized_logistic_log_prob
 from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
                           DownShiftedConvTranspose2d, concat_elu)
 from ...nn.init import data_dependent_init
@@ -60,25 +61,6 @@ class PixelCNNPlusPlusConfig:
         check_range(self.dropout, "dropout", 0.0, 0.99)
         if not isinstance(self.data_init, bool):
             raise GenzooError(f"data_init must be true or false, got {self.data_init!r}.")
-
-
-def discretized_logistic_log_prob(k: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:
-    """log L(k | mean, s) of level k (any shape, broadcast) under the discretized logistic on [-1, 1].
-
-    Inner bins: log(sigma(a) - sigma(b)) = log sigma(a) + log sigma(-b) + log(1 - exp(-(a - b))),
-    with a = (v + d - mean)/s, b = (v - d - mean)/s and a - b = 2d/s: stable in both tails.
-    Bin 0 keeps only log sigma(a), bin K-1 only log sigma(-b).
-    """
-    d = 1.0 / (levels - 1)
-    v = k.to(mean.dtype) * (2.0 * d) - 1.0
-    inv_s = torch.exp(-log_scale)
-    a = (v + d - mean) * inv_s
-    b = (v - d - mean) * inv_s
-    low, high = k == 0, k == levels - 1
-    zero = torch.zeros((), dtype=mean.dtype, device=mean.device)
-    width = torch.log(-torch.expm1(-2.0 * d * inv_s))
-    return (torch.where(high, zero, F.logsigmoid(a)) + torch.where(low, zero, F.logsigmoid(-b))
-            + torch.where(low | high, zero, width))
 
 
 class GatedResnet(nn.Module):
