@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genzoo.functional import discretized_logistic_log_prob
+from genzoo.functional import discretized_logistic_log_prob, standard_normal_log_prob
 
 
 @pytest.mark.parametrize("levels", [2, 5, 17, 256])
@@ -40,3 +40,9 @@ def test_discretized_logistic_edge_bins_take_the_tails():
     torch.testing.assert_close(lp, torch.stack([torch.sigmoid((-1 + d - mean[0]) / log_s[0].exp()),
                                                 torch.sigmoid(-(1 - d - mean[1]) / log_s[1].exp())]).log())
 
+
+def test_standard_normal_log_prob_sums_the_unit_gaussian_over_every_non_batch_dimension():
+    z = torch.randn(4, 3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).flatten(1).sum(1)
+    torch.testing.assert_close(standard_normal_log_prob(z), expected)
+    assert standard_normal_log_prob(z[:, :1, :1, :1]).shape == (4,)

@@ -21,6 +21,7 @@ from . import data as gdata
 from .data.spec import DataSpec
 from .data.transforms import to_centered
 from .errors import GenzooError
+from .functional import standard_normal_log_prob
 from .models.diffusion.schedules import alpha_bar_of, make_betas, q_sample
 
 BOX = 3.5  # half-width of the 2-D panels in model space
@@ -93,7 +94,7 @@ def _toy_panels(points: Tensor, alpha_bar: Tensor, steps: list[int], generator: 
         xt = math.sqrt(abar) * points + math.sqrt(1 - abar) * eps
         panels.append((f"t = {t}", xt, marginal_density(points, abar, grid).view(res, res)))
     normal = torch.randn(points.shape, generator=generator, dtype=points.dtype)
-    dens = torch.exp(-0.5 * grid.pow(2).sum(1)) / (2 * math.pi)
+    dens = standard_normal_log_prob(grid).exp()
     panels.append(("N(0, I)", normal, dens.view(res, res)))
     return panels
 

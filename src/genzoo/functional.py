@@ -7,6 +7,8 @@ v_k = 2k/(K-1) - 1 in [-1, 1] where a model works in continuous space.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,6 +20,14 @@ def psnr(x_hat: Tensor, x: Tensor, levels: int) -> Tensor:
     """Peak signal-to-noise ratio per image in dB, with the peak at K-1 levels: 10 log10((K-1)^2 / MSE)."""
     err = (x_hat.double() - x.double()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
     return 10 * torch.log10((levels - 1) ** 2 / err)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) = -(|z|^2 + D log(2 pi)) / 2, summed over every dimension but the first.
+
+    (B, ...) -> (B,), with D the number of values per row.
+    """
+    return -0.5 * (z.flatten(1).pow(2).sum(1) + z[0].numel() * math.log(2 * math.pi))
 
 
 def discretized_logistic_log_prob(k: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ...data.spec import DataSpec, Dataset
 from ...errors import GenzooError
-from ...functional import discretized_logistic_log_prob, psnr
+from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ...viz import save_rows
 from ..autoregressive.common import categorical_log_prob, sample_categorical
@@ -160,7 +160,7 @@ class VAE(GenerativeModel):
             eps = torch.randn(k, B, L, generator=generator, dtype=mu.dtype, device=mu.device)
             z = mu + std * eps  # (k, B, L)
             log_px = self.decoder_log_prob(x.repeat(k, 1, 1, 1), z.reshape(k * B, L)).view(k, B)
-            log_pz = normal_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(k, B)
             log_qz = normal_log_prob(z, mu, log_var)
             log_w.append(log_px + log_pz - log_qz)
         log_w = torch.cat(log_w)  # (k, B)

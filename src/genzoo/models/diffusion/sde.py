@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
+from ...functional import standard_normal_log_prob
 from ...nn.unet import UNet
 from .ddpm import check_unet_fields
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range
@@ -73,8 +74,7 @@ class VPSDE:
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) summed over dimensions, (B,)."""
-        D = z[0].numel()
-        return -0.5 * (z.flatten(1) ** 2).sum(1) - 0.5 * D * math.log(2 * math.pi)
+        return standard_normal_log_prob(z)
 
 
 @dataclass(frozen=True)
