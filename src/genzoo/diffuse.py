@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import data as gdata
 from .data.spec import DataSpec
-from .data.transforms import to_centered
+from .data.transforms import from_centered, to_centered
 from .errors import GenzooError
 from .functional import standard_normal_log_prob
 from .models.diffusion.schedules import alpha_bar_of, make_betas, q_sample
@@ -77,7 +77,7 @@ def _write_image_grid(xt: Tensor, path: Path) -> Path:
     from .viz import save_grid
 
     n, cols, C, H, W = xt.shape
-    shown = ((xt.clamp(-1, 1) + 1) * 127.5).round().long().view(n * cols, C, H, W)
+    shown = from_centered(xt, 256).view(n * cols, C, H, W)
     return save_grid(shown, DataSpec(C, H, W, 256), path, nrow=cols)
 
 

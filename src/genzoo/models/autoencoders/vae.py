@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ...data.spec import DataSpec, Dataset
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
 from ...nn.convnets import ConvDecoder, ConvEncoder
@@ -94,7 +95,7 @@ class VAE(GenerativeModel):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | x) = N(mu, diag exp(log_var)): (mu, log_var), each (B, latent_dim)."""
         self.check_input(x)
-        v = x.to(self.encoder.input.weight.dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, self.encoder.input.weight.dtype)
         mu, log_var = self.encoder(v).chunk(2, dim=1)
         return mu, log_var
 

@@ -15,20 +15,15 @@ pixel of the step is given), so cached and naive samples are the same for the sa
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.transforms import to_centered
 from .common import ancestral_sample
 
 
 # The sampling loop is common.ancestral_sample; these steppers make each of its steps one column.
 cached_ancestral_sample = ancestral_sample
-
-
-def _levels_to_input(level: Tensor, levels: int, dtype: torch.dtype) -> Tensor:
-    """The network input of a level, as the models' `features` compute it: 2k/(K-1) - 1."""
-    return level.to(dtype) * (2.0 / (levels - 1)) - 1.0
 
 
 class PixelCNNStepper:
@@ -77,7 +72,7 @@ class PixelCNNStepper:
 
     def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
         p = self.k_in // 2
-        self.inp[:, c, i + p, j + p] = _levels_to_input(level, self.K, self.inp.dtype)
+        self.inp[:, c, i + p, j + p] = to_centered(level, self.K, self.inp.dtype)
 
 
 class GatedPixelCNNStepper:
@@ -156,4 +151,4 @@ class GatedPixelCNNStepper:
 
     def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
         q = self.layers[0].v_conv.p
-        self.inp[:, c, i + q, j + q] = _levels_to_input(level, self.K, self.inp.dtype)
+        self.inp[:, c, i + q, j + q] = to_centered(level, self.K, self.inp.dtype)

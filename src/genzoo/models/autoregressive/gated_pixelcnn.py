@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift
 from ...nn.masked import MaskedConv2d, channel_groups
@@ -126,7 +127,7 @@ class GatedPixelCNN(GenerativeModel):
     def features(self, x: Tensor) -> Tensor:
         """Levels (int or float) (B, C, H, W) -> network input (B, C+1, H, W) in [-1, 1] plus ones."""
         dtype = self.out.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
     def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:

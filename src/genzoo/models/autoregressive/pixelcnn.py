@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
@@ -92,7 +93,7 @@ class PixelCNN(GenerativeModel):
     def features(self, x: Tensor) -> Tensor:
         """Levels (int or float) (B, C, H, W) -> network input (B, C+1, H, W) in [-1, 1] plus ones."""
         dtype = self.input.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
     def logits(self, x: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob
 from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
@@ -141,7 +142,7 @@ class PixelCNNPlusPlus(GenerativeModel):
         right to a multiple of 2^(num_scales - 1). The padding comes after every pixel it could
         precede and is constant, so the model over the real pixels stays normalized."""
         dtype = self.out.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         f = torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
         m = 2 ** (self.config.num_scales - 1)
         H, W = f.shape[2:]
@@ -188,7 +189,7 @@ class PixelCNNPlusPlus(GenerativeModel):
         mean = mu[:, c]
         if c == 0:
             return mean
-        v = x.to(mu.dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, mu.dtype)
         first = c * (c - 1) // 2  # coefficient pairs (1, 0), (2, 0), (2, 1), ... in order
         for c_prev in range(c):
             mean = mean + coeffs[:, first + c_prev] * v[:, c_prev: c_prev + 1]
