@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.transforms import to_centered
+from ...nn.causal import gate
 from .common import ancestral_sample
 
 
@@ -81,9 +82,6 @@ class GatedPixelCNNStepper:
     fills_caches = True
 
     def __init__(self, model, labels: Tensor | None) -> None:
-        from .gated_pixelcnn import gate
-
-        self.gate = gate
         self.model = model
         self.C, self.K = model.spec.channels, model.spec.levels
         self.layers = list(model.layers)
@@ -126,7 +124,7 @@ class GatedPixelCNNStepper:
             self.links[l][:, :, i] = layer.link(v_pre)[:, :, 0]
             if l + 1 < len(self.layers):
                 q = self.layers[l + 1].v_conv.p
-                self.v_in[l + 1][:, :, r + q, q: q + W] = self.gate(v_pre)[:, :, 0]
+                self.v_in[l + 1][:, :, r + q, q: q + W] = gate(v_pre)[:, :, 0]
 
     def column(self, i: int, j: int) -> Tensor:
         n = self.n
@@ -141,7 +139,7 @@ class GatedPixelCNNStepper:
             h_pre = F.linear(win.reshape(n, -1), *self.h_weights[l]) + self.links[l][:, :, i, j]
             if self.h_embed[l] is not None:
                 h_pre = h_pre + self.h_embed[l]
-            g = self.gate(h_pre)
+            g = gate(h_pre)
             h = g if self.h_out[l] is None else h + F.linear(g, *self.h_out[l])
             if l + 1 < len(self.layers):
                 q = self.layers[l + 1].h_conv.p

@@ -24,6 +24,7 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
 from ..base import GenerativeModel, LogLikelihood, check_positive, check_range, check_temperature
+from .cached import PixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
@@ -141,8 +142,6 @@ class PixelCNN(GenerativeModel):
         self.eval()
         try:
             if cache:
-                from .cached import PixelCNNStepper, cached_ancestral_sample
-
                 return cached_ancestral_sample(PixelCNNStepper(self), n, self.spec.shape, temperature, generator,
                                                given, self.device)
             return ancestral_sample(lambda x, row: self._logits(x), n, self.spec.shape, temperature, generator,
