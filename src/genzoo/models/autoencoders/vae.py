@@ -132,8 +132,9 @@ class VAE(GenerativeModel):
 
     # -- objective and bounds -----------------------------------------------------------------
     def loss(self, x: Tensor) -> Tensor:
-        """Negative training ELBO per dimension: (-log p(x | z) + beta * KL') / D, where KL' sums
-        max(free_bits, batch-mean KL_j) over latent dimensions j (the plain KL when free_bits = 0)."""
+        """Negative training ELBO in nats per dimension, batch mean, one z ~ q(z | x) per image:
+        (-log p(x | z) + beta * KL') / D, where KL' sums max(free_bits, batch-mean KL_j) over
+        latent dimensions j (the plain KL when free_bits = 0)."""
         mu, log_var = self.encode(x)
         z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
         rec = -self.decoder_log_prob(x, z).mean()

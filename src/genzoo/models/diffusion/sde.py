@@ -290,7 +290,9 @@ class ScoreSDE(GenerativeModel):
         return -self.eps_pred(xt, t) / _col(s, xt)
 
     def loss(self, x: Tensor) -> Tensor:
-        """Denoising score matching with lambda(t) = s(t)^2: E ||eps_theta(x_t, t) - eps||^2 per dimension."""
+        """Denoising score matching with lambda(t) = s(t)^2, which is the mean squared error of the
+        noise, E ||eps_theta(x_t, t) - eps||^2 / D (a squared error per dimension, not a likelihood),
+        batch mean over one t ~ U(t_min, 1) and one eps per image."""
         self.check_input(x)
         x0 = self.dequantize(x)
         B = x0.shape[0]
@@ -330,7 +332,9 @@ class ScoreSDE(GenerativeModel):
 
     @torch.no_grad()
     def validation_nats(self, x: Tensor) -> LogLikelihood:
-        """A cheap estimate of log_likelihood: RK4 with validation_steps steps, Hutchinson, fixed seed."""
+        """A cheap estimate of log_likelihood, nats per image (B,), kind "lower_bound": one
+        dequantization draw, the probability-flow ODE by RK4 with validation_steps steps and
+        Hutchinson's divergence, generator seeded 0."""
         generator = torch.Generator(device=self.device).manual_seed(0)
         return self.log_likelihood(x, generator, divergence="hutchinson", method="rk4",
                                    steps=self.config.validation_steps)
