@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from . import data as gdata
 from .data.spec import DataSpec
-from .data.transforms import to_centered
+from .data.transforms import from_centered, to_centered
 from .errors import GenzooError
+from .functional import standard_normal_log_prob
 from .models.diffusion.schedules import alpha_bar_of, make_betas, q_sample
 
 BOX = 3.5  # half-width of the 2-D panels in model space
@@ -76,7 +77,7 @@ def _write_image_grid(xt: Tensor, path: Path) -> Path:
     from .viz import save_grid
 
     n, cols, C, H, W = xt.shape
-    shown = ((xt.clamp(-1, 1) + 1) * 127.5).round().long().view(n * cols, C, H, W)
+    shown = from_centered(xt, 256).view(n * cols, C, H, W)
     return save_grid(shown, DataSpec(C, H, W, 256), path, nrow=cols)
 
 
@@ -93,7 +94,7 @@ def _toy_panels(points: Tensor, alpha_bar: Tensor, steps: list[int], generator: 
         xt = math.sqrt(abar) * points + math.sqrt(1 - abar) * eps
         panels.append((f"t = {t}", xt, marginal_density(points, abar, grid).view(res, res)))
     normal = torch.randn(points.shape, generator=generator, dtype=points.dtype)
-    dens = torch.exp(-0.5 * grid.pow(2).sum(1)) / (2 * math.pi)
+    dens = standard_normal_log_prob(grid).exp()
     panels.append(("N(0, I)", normal, dens.view(res, res)))
     return panels
 

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 import genzoo
 from genzoo import DataSpec, Dataset, GenzooError
-from genzoo.models.autoregressive.pixelcnn_pp import discretized_logistic_log_prob
 from genzoo.nn.init import shifted_out
 
 GATED = {"hidden_channels": 6, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 6}
@@ -91,25 +90,6 @@ def test_pixelcnn_pp_parameters_see_only_earlier_pixels(channels):
             assert not grad[~before].any(), f"pixel ({i}, {j}) sees itself or a later pixel"
             seen |= grad
         assert seen[before].all(), f"pixel ({i}, {j}) has a blind spot"
-
-
-@pytest.mark.parametrize("levels", [2, 5, 17])
-def test_discretized_logistic_bins_sum_to_one_and_match_the_cdf(levels):
-    mean = torch.tensor([[-1.3], [0.2], [0.9]], dtype=torch.float64)
-    log_s = torch.tensor([[-3.0], [-0.5], [1.0]], dtype=torch.float64)
-    k = torch.arange(levels)[None, :]
-    lp = discretized_logistic_log_prob(k, mean, log_s, levels)
-    torch.testing.assert_close(lp.exp().sum(1), torch.ones(3, dtype=torch.float64))
-    edges = torch.linspace(-1, 1, levels, dtype=torch.float64) + 1.0 / (levels - 1)   # upper bin edges
-    cdf = torch.sigmoid((edges[None, :] - mean) / log_s.exp())
-    cdf[:, -1] = 1.0
-    expected = torch.diff(cdf, prepend=torch.zeros(3, 1, dtype=torch.float64))
-    torch.testing.assert_close(lp.exp(), expected)
-
-
-def test_discretized_logistic_is_finite_far_in_the_tails():
-    lp = discretized_logistic_log_prob(torch.tensor([3]), torch.tensor([-50.0]), torch.tensor([-7.0]), 256)
-    assert torch.isfinite(lp).all() and lp.item() < -1000
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated-pixelcnn"])

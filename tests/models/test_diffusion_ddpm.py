@@ -104,7 +104,59 @@ def test_bound_of_an_oracle_is_the_prior_term_plus_the_decoder():
     decoder = -(interior * torch.log(inside) + (SPEC.dims - interior) * torch.log(edge))
     torch.testing.assert_close(terms[:, 0], decoder)
     ll = model.log_likelihood(x)
-    torch.testing.assert_close(-ll.nats, decoder + model.process.prior_kl(x0))
+    torch.testing.assert_close(-ll.nats, decoder + closed_form_prior_kl(model.betas, x0))
+
+
+def closed_form_prior_kl(betas, x0):
+    """L_T = KL(N(sqrt(abar_T) x_0, (1 - abar_T) I) || N(0, I)) summed per image, with torch.distributions."""
+    abar_T = torch.prod(1 - betas)
+    q = torch.distributions.Normal(abar_T.sqrt() * x0, (1 - abar_T).sqrt())
+    return torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("name,variance", [("ddpm", "fixed_small"), ("ddpm", "fixed_large"),
+                                           ("sohl-dickstein", "learned")])
+def test_bound_equals_its_terms_from_the_closed_form_gaussians(name, variance):
+    """log_likelihood = -(L_T + sum_{t>=1} L_t + L_0), each term rebuilt here in float64 from the
+    betas alone (Ho et al. 2020, eqs. 5-7, 11 and 13) with torch.distributions, for a random network.
+    The reverse variance at step 0 is beta-tilde_1 (beta-tilde_0 = 0 has no width)."""
+    model = build(name, variance=variance, prediction="eps", timesteps=5, beta_start=0.05, beta_end=0.5)
+    x = data(4)
+    K, T, B = SPEC.levels, 5, 4
+    x0 = x.double() * (2 / (K - 1)) - 1
+    betas = model.betas
+    alpha = 1 - betas
+    abar = torch.cumprod(alpha, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    beta_tilde = (1 - abar_prev) / (1 - abar) * betas
+    small, large = beta_tilde.clone(), betas.clone()
+    small[0] = large[0] = beta_tilde[1]
+    g = torch.Generator().manual_seed(7)  # the bound draws one x_t per step, from t = T-1 down to 0
+    total = closed_form_prior_kl(betas, x0)
+    for t in range(T - 1, -1, -1):
+        xt = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        out = model.net(xt, torch.full((B,), float(t), dtype=torch.float64))
+        eps_hat = out[:, :1]
+        mu = (xt - betas[t] / (1 - abar[t]).sqrt() * eps_hat) / alpha[t].sqrt()            # eq. 11
+        if variance == "learned":
+            frac = (out[:, 1:] + 1) / 2                        # Nichol & Dhariwal 2021, eq. 15
+            var = torch.exp(frac * torch.log(betas[t]) + (1 - frac) * torch.log(small[t]))
+        else:
+            var = (small if variance == "fixed_small" else large)[t].expand_as(mu)
+        p = torch.distributions.Normal(mu, var.sqrt())
+        if t > 0:                                                                          # L_t, eqs. 6-7
+            mu_tilde = (abar_prev[t].sqrt() * betas[t] / (1 - abar[t]) * x0
+                        + alpha[t].sqrt() * (1 - abar_prev[t]) / (1 - abar[t]) * xt)
+            q = torch.distributions.Normal(mu_tilde, beta_tilde[t].sqrt())
+            total = total + torch.distributions.kl_divergence(q, p).flatten(1).sum(1)
+        else:                                                                              # L_0, eq. 13
+            h = 1 / (K - 1)
+            upper = torch.where(x == K - 1, torch.ones_like(x0), p.cdf(x0 + h))
+            lower = torch.where(x == 0, torch.zeros_like(x0), p.cdf(x0 - h))
+            total = total - torch.log(upper - lower).flatten(1).sum(1)
+    ll = model.log_likelihood(x, generator=torch.Generator().manual_seed(7))
+    assert ll.kind == "lower_bound"
+    torch.testing.assert_close(ll.nats, -total)
 
 
 @pytest.mark.parametrize("name,objective,prediction", [

@@ -13,9 +13,10 @@ from torch import Tensor, nn
 import genzoo
 from genzoo.data.spec import DataSpec
 from genzoo.errors import GenzooError
+from genzoo.functional import standard_normal_log_prob
 from tiny import tiny
 from genzoo.nn.flow_layers import (ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU,
-                                   Squeeze, standard_normal_log_prob)
+                                   Squeeze)
 
 TOY = DataSpec(2, 1, 1, 256)
 

@@ -1,5 +1,6 @@
 """Causal convolutions without a blind spot: the vertical and horizontal stacks of the Gated
-PixelCNN and the down / down-right shifted convolutions of PixelCNN++.
+PixelCNN and the down / down-right shifted convolutions of PixelCNN++; and the gated activation
+unit of the Gated PixelCNN, shared by the model and its cached sampler.
 
 Order: pixels in raster order, and within a pixel channel 0 (R), then 1 (G), then 2 (B), as in
 nn/masked.py. A vertical convolution at row i sees rows <= i (its output is shifted down one
@@ -153,3 +154,12 @@ class DownRightShiftedConvTranspose2d(nn.ConvTranspose2d):
 def concat_elu(x: Tensor) -> Tensor:
     """elu([x, -x]) along channels: both signs of the input survive the nonlinearity."""
     return F.elu(torch.cat([x, -x], dim=1))
+
+
+def gate(a: Tensor) -> Tensor:
+    """The gated activation unit tanh(f) * sigmoid(g), with [f, g] the two halves of `a` along dim 1.
+
+    van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders", eq. 2.
+    """
+    f, g = a.chunk(2, dim=1)
+    return torch.tanh(f) * torch.sigmoid(g)

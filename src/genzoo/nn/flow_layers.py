@@ -18,7 +18,6 @@ Dinh et al. 2017, "Density estimation using Real NVP"; Kingma & Dhariwal 2018, "
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -346,7 +345,3 @@ class Split(nn.Module):
     def inverse(self, kept: Tensor, out: Tensor) -> Tensor:
         return torch.cat([kept, out], dim=1)
 
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """sum_i log N(z_i; 0, 1) over every dimension but the first: (B, ...) -> (B,)."""
-    return -0.5 * (z.flatten(1).pow(2).sum(1) + z[0].numel() * math.log(2 * math.pi))

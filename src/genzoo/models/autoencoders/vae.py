@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.spec import DataSpec, Dataset
+from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...functional import psnr
+from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ..autoregressive.common import categorical_log_prob, sample_categorical
 from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
@@ -68,22 +68,6 @@ def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
 
 
-def discretized_logistic_log_prob(x: Tensor, m: Tensor, log_s: Tensor, levels: int) -> Tensor:
-    """log P(x) of levels x under Logistic(m, exp(log_s)) discretized on [-1, 1], elementwise.
-
-    Level k has centre c = 2k/(K-1) - 1 and bin [c - d, c + d], d = 1/(K-1); level 0 takes
-    (-inf, c + d] and level K-1 takes [c - d, inf), so the K probabilities sum to one. With
-    a = (c + d - m)/s > b = (c - d - m)/s, sigmoid(a) - sigmoid(b) = (e^a - e^b) / ((1 + e^a)(1 + e^b)),
-    whose log a + log(1 - e^(b-a)) - softplus(a) - softplus(b) is stable everywhere.
-    """
-    c = x.to(m.dtype) * (2.0 / (levels - 1)) - 1.0
-    inv_s = torch.exp(-log_s)
-    a = (c + 1.0 / (levels - 1) - m) * inv_s
-    b = (c - 1.0 / (levels - 1) - m) * inv_s
-    middle = a + torch.log(-torch.expm1(b - a)) - F.softplus(a) - F.softplus(b)
-    return torch.where(x == 0, -F.softplus(-a), torch.where(x == levels - 1, -F.softplus(b), middle))
-
-
 def normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     """log N(z; mu, diag exp(log_var)) summed over the last dimension."""
     return -0.5 * ((z - mu).pow(2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
@@ -109,7 +93,7 @@ class VAE(LikelihoodModel):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | x) = N(mu, diag exp(log_var)): (mu, log_var), each (B, latent_dim)."""
         self.check_input(x)
-        v = x.to(self.encoder.input.weight.dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, self.encoder.input.weight.dtype)
         mu, log_var = self.encoder(v).chunk(2, dim=1)
         return mu, log_var
 
@@ -146,8 +130,9 @@ class VAE(LikelihoodModel):
 
     # -- objective and bounds -----------------------------------------------------------------
     def loss(self, x: Tensor) -> Tensor:
-        """Negative training ELBO per dimension: (-log p(x | z) + beta * KL') / D, where KL' sums
-        max(free_bits, batch-mean KL_j) over latent dimensions j (the plain KL when free_bits = 0)."""
+        """Negative training ELBO in nats per dimension, batch mean, one z ~ q(z | x) per image:
+        (-log p(x | z) + beta * KL') / D, where KL' sums max(free_bits, batch-mean KL_j) over
+        latent dimensions j (the plain KL when free_bits = 0)."""
         mu, log_var = self.encode(x)
         z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
         rec = -self.decoder_log_prob(x, z).mean()
@@ -175,7 +160,7 @@ class VAE(LikelihoodModel):
             eps = torch.randn(k, B, L, generator=generator, dtype=mu.dtype, device=mu.device)
             z = mu + std * eps  # (k, B, L)
             log_px = self.decoder_log_prob(x.repeat(k, 1, 1, 1), z.reshape(k * B, L)).view(k, B)
-            log_pz = normal_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(k, B)
             log_qz = normal_log_prob(z, mu, log_var)
             log_w.append(log_px + log_pz - log_qz)
         log_w = torch.cat(log_w)  # (k, B)
@@ -220,7 +205,8 @@ class VAE(LikelihoodModel):
 
     # -- metrics and figures ------------------------------------------------------------------
     def task_metrics(self, data: Dataset, generator: torch.Generator | None = None) -> dict[str, float]:
-        """The ELBO in bits/dim (whatever --num-samples the main bound uses), the mean
+        """The mean one-sample ELBO per image in nats (whatever --num-samples the main bound uses;
+        genzoo.bits_per_dim(model, x, num_samples=1) gives it in bits/dim), the mean
         KL(q(z | x) || p(z)) in nats, active latent units (Var_x E_q[z_j] > 0.01, Burda et al.
         2016), and the PSNR (dB) of the most probable reconstruction."""
         with evaluating(self):
@@ -233,7 +219,7 @@ class VAE(LikelihoodModel):
                 recs.append(self.decode(mu).argmax(1).cpu())
                 elbos.append(self.log_likelihood(x, 1, generator).nats.double().cpu())
         mu = torch.cat(mus)
-        return {"elbo_bits_per_dim": float(-torch.cat(elbos).mean() / (self.spec.dims * math.log(2))),
+        return {"elbo_nats": float(torch.cat(elbos).mean()),
                 "kl_nats": float(torch.cat(kls).mean()),
                 "active_units": float((mu.var(0) > 0.01).sum()) if len(mu) > 1 else 0.0,
                 "psnr": float(psnr(torch.cat(recs), data.x, self.spec.levels).mean())}

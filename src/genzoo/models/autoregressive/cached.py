@@ -15,20 +15,16 @@ pixel of the step is given), so cached and naive samples are the same for the sa
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.transforms import to_centered
+from ...nn.causal import gate
 from .common import ancestral_sample
 
 
 # The sampling loop is common.ancestral_sample; these steppers make each of its steps one column.
 cached_ancestral_sample = ancestral_sample
-
-
-def _levels_to_input(level: Tensor, levels: int, dtype: torch.dtype) -> Tensor:
-    """The network input of a level, as the models' `features` compute it: 2k/(K-1) - 1."""
-    return level.to(dtype) * (2.0 / (levels - 1)) - 1.0
 
 
 class PixelCNNStepper:
@@ -77,7 +73,7 @@ class PixelCNNStepper:
 
     def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
         p = self.k_in // 2
-        self.inp[:, c, i + p, j + p] = _levels_to_input(level, self.K, self.inp.dtype)
+        self.inp[:, c, i + p, j + p] = to_centered(level, self.K, self.inp.dtype)
 
 
 class GatedPixelCNNStepper:
@@ -86,9 +82,6 @@ class GatedPixelCNNStepper:
     fills_caches = True
 
     def __init__(self, model, labels: Tensor | None) -> None:
-        from .gated_pixelcnn import gate
-
-        self.gate = gate
         self.model = model
         self.C, self.K = model.spec.channels, model.spec.levels
         self.layers = list(model.layers)
@@ -131,7 +124,7 @@ class GatedPixelCNNStepper:
             self.links[l][:, :, i] = layer.link(v_pre)[:, :, 0]
             if l + 1 < len(self.layers):
                 q = self.layers[l + 1].v_conv.p
-                self.v_in[l + 1][:, :, r + q, q: q + W] = self.gate(v_pre)[:, :, 0]
+                self.v_in[l + 1][:, :, r + q, q: q + W] = gate(v_pre)[:, :, 0]
 
     def column(self, i: int, j: int) -> Tensor:
         n = self.n
@@ -146,7 +139,7 @@ class GatedPixelCNNStepper:
             h_pre = F.linear(win.reshape(n, -1), *self.h_weights[l]) + self.links[l][:, :, i, j]
             if self.h_embed[l] is not None:
                 h_pre = h_pre + self.h_embed[l]
-            g = self.gate(h_pre)
+            g = gate(h_pre)
             h = g if self.h_out[l] is None else h + F.linear(g, *self.h_out[l])
             if l + 1 < len(self.layers):
                 q = self.layers[l + 1].h_conv.p
@@ -156,4 +149,4 @@ class GatedPixelCNNStepper:
 
     def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
         q = self.layers[0].v_conv.p
-        self.inp[:, c, i + q, j + q] = _levels_to_input(level, self.K, self.inp.dtype)
+        self.inp[:, c, i + q, j + q] = to_centered(level, self.K, self.inp.dtype)

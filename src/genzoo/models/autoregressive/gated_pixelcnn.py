@@ -24,10 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec
+from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift
+from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from .cached import GatedPixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
@@ -58,12 +60,6 @@ class GatedPixelCNNConfig:
                 raise GenzooError(f"{name} must be odd, got {getattr(self, name)}.")
         check_range(self.dropout, "dropout", 0.0, 0.99)
         check_positive(self.num_classes, "num_classes", allow_zero=True)
-
-
-def gate(a: Tensor) -> Tensor:
-    """tanh(first half) * sigmoid(second half) along dim 1."""
-    f, g = a.chunk(2, dim=1)
-    return torch.tanh(f) * torch.sigmoid(g)
 
 
 class GatedLayer(nn.Module):
@@ -130,7 +126,7 @@ class GatedPixelCNN(LikelihoodModel):
     def features(self, x: Tensor) -> Tensor:
         """Levels (int or float) (B, C, H, W) -> network input (B, C+1, H, W) in [-1, 1] plus ones."""
         dtype = self.out.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
     def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
@@ -204,8 +200,6 @@ class GatedPixelCNN(LikelihoodModel):
         self.eval()
         try:
             if cache:
-                from .cached import GatedPixelCNNStepper, cached_ancestral_sample
-
                 stepper = GatedPixelCNNStepper(self, labels)
                 return cached_ancestral_sample(stepper, n, self.spec.shape, temperature, generator, given, self.device)
             return ancestral_sample(lambda x, row: self._logits(x, labels), n, self.spec.shape, temperature,

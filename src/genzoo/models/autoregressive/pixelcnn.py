@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from .cached import PixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
 
@@ -91,7 +93,7 @@ class PixelCNN(LikelihoodModel):
     def features(self, x: Tensor) -> Tensor:
         """Levels (int or float) (B, C, H, W) -> network input (B, C+1, H, W) in [-1, 1] plus ones."""
         dtype = self.input.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
     def logits(self, x: Tensor) -> Tensor:
@@ -139,8 +141,6 @@ class PixelCNN(LikelihoodModel):
         self.eval()
         try:
             if cache:
-                from .cached import PixelCNNStepper, cached_ancestral_sample
-
                 return cached_ancestral_sample(PixelCNNStepper(self), n, self.spec.shape, temperature, generator,
                                                given, self.device)
             return ancestral_sample(lambda x, row: self._logits(x), n, self.spec.shape, temperature, generator,

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.spec import DataSpec, Dataset
+from ...data.transforms import to_centered
 from ...errors import GenzooError
+from ...functional import discretized_logistic_log_prob
 from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
                           DownShiftedConvTranspose2d, concat_elu)
 from ...nn.init import data_dependent_init
@@ -60,25 +62,6 @@ class PixelCNNPlusPlusConfig:
         check_range(self.dropout, "dropout", 0.0, 0.99)
         if not isinstance(self.data_init, bool):
             raise GenzooError(f"data_init must be true or false, got {self.data_init!r}.")
-
-
-def discretized_logistic_log_prob(k: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:
-    """log L(k | mean, s) of level k (any shape, broadcast) under the discretized logistic on [-1, 1].
-
-    Inner bins: log(sigma(a) - sigma(b)) = log sigma(a) + log sigma(-b) + log(1 - exp(-(a - b))),
-    with a = (v + d - mean)/s, b = (v - d - mean)/s and a - b = 2d/s: stable in both tails.
-    Bin 0 keeps only log sigma(a), bin K-1 only log sigma(-b).
-    """
-    d = 1.0 / (levels - 1)
-    v = k.to(mean.dtype) * (2.0 * d) - 1.0
-    inv_s = torch.exp(-log_scale)
-    a = (v + d - mean) * inv_s
-    b = (v - d - mean) * inv_s
-    low, high = k == 0, k == levels - 1
-    zero = torch.zeros((), dtype=mean.dtype, device=mean.device)
-    width = torch.log(-torch.expm1(-2.0 * d * inv_s))
-    return (torch.where(high, zero, F.logsigmoid(a)) + torch.where(low, zero, F.logsigmoid(-b))
-            + torch.where(low | high, zero, width))
 
 
 class GatedResnet(nn.Module):
@@ -164,7 +147,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
         right to a multiple of 2^(num_scales - 1). The padding comes after every pixel it could
         precede and is constant, so the model over the real pixels stays normalized."""
         dtype = self.out.weight.dtype
-        v = x.to(dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, dtype)
         f = torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
         m = 2 ** (self.config.num_scales - 1)
         H, W = f.shape[2:]
@@ -209,7 +192,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
         mean = mu[:, c]
         if c == 0:
             return mean
-        v = x.to(mu.dtype) * (2.0 / (self.spec.levels - 1)) - 1.0
+        v = to_centered(x, self.spec.levels, mu.dtype)
         first = c * (c - 1) // 2  # coefficient pairs (1, 0), (2, 0), (2, 1), ... in order
         for c_prev in range(c):
             mean = mean + coeffs[:, first + c_prev] * v[:, c_prev: c_prev + 1]

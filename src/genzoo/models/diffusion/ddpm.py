@@ -277,9 +277,14 @@ class DDPM(LikelihoodModel):
         return to_centered(x, self.spec.levels, dtype=self._dtype())
 
     def loss(self, x: Tensor) -> Tensor:
-        """The simple loss per dimension (L_simple, the squared eps error, or with
-        prediction="levels" the cross-entropy of the true level), plus vlb_weight * L_vlb per
-        dimension (hybrid) or L_vlb per dimension alone, with t ~ U{0..T-1}."""
+        """The training objective per dimension, batch mean, one t ~ U{0..T-1} and one eps per image.
+
+        objective "simple": with prediction "eps", L_simple, the mean squared error of eps_theta
+        against eps (Ho et al. eq. 14; a squared error, not a likelihood); with prediction
+        "levels", the cross-entropy of the true level under P(x_0 | x_t), in nats per dimension.
+        "hybrid": that simple loss plus vlb_weight * L_vlb, with L_vlb = (T L_t + L_T) / D the
+        one-step estimate of the negative bound in nats per dimension (mean held fixed in it).
+        "vlb": L_vlb alone, nats per dimension."""
         self.check_input(x)
         x0 = self.to_model_space(x)
         B, T = x0.shape[0], self.process.timesteps
@@ -323,7 +328,8 @@ class DDPM(LikelihoodModel):
 
         stride = 1 sums all T terms exactly (one network call per step, x_t drawn from q per
         step: an unbiased estimate of the bound). stride > 1 keeps L_0 and the prior and
-        estimates sum_{t>=1} L_t from every stride-th step (random offset), times stride.
+        estimates sum_{t>=1} L_t from every stride-th step (random offset), times
+        (T - 1) / (number of steps kept), about stride.
         """
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise GenzooError(f"stride must be a positive integer, got {stride!r}.")
@@ -345,8 +351,10 @@ class DDPM(LikelihoodModel):
 
     @torch.no_grad()
     def validation_nats(self, x: Tensor) -> LogLikelihood:
-        """A cheap estimate of the bound from about `validation_terms` strided steps (fixed seed);
-        an estimate of the lower bound of log_likelihood, not itself a bound."""
+        """log_likelihood(x, stride=max(1, T // validation_terms)) with a generator seeded 0: nats per
+        image (B,), kind "lower_bound". L_T and L_0 are exact; sum_{t>=1} L_t comes from the KL terms
+        at every stride-th step (random offset), one x_t ~ q(x_t | x_0) each, times (T - 1) / (steps
+        kept): a Monte Carlo estimate of the variational lower bound, not itself a bound."""
         stride = max(1, self.process.timesteps // self.config.validation_terms)
         generator = torch.Generator(device=self.device).manual_seed(0)
         return self.log_likelihood(x, generator=generator, stride=stride)

@@ -14,7 +14,7 @@ The network predicts the noise: score(x, t) = -eps_theta(x / sqrt(m^2 + s^2), 99
 by denoising score matching with lambda(t) = s(t)^2 (Song et al. eq. 7), which is the eps MSE.
 Data are dequantized uniformly within bins of width 2/(K-1) around the levels 2k/(K-1) - 1, so the
 ODE density gives a lower bound on the discrete probability: log P(x) >= E_u[log p(x + u)] + D log(2/(K-1)).
-The integrators (fixed-step RK4, adaptive Dormand-Prince RK45) are written here.
+The integrators (fixed-step RK4, adaptive Dormand-Prince RK45) and the divergences are in ode.py.
 """
 from __future__ import annotations
 
@@ -29,14 +29,15 @@ from tqdm.auto import tqdm
 from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
+from ...functional import standard_normal_log_prob
 from ...nn.unet import UNet
 from .ddpm import check_unet_fields
+from .ode import METHODS, divergence_exact, divergence_hutchinson, rk4, rk45
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 SDE_SAMPLERS = ("pc", "em", "ode")
 DIVERGENCES = ("auto", "exact", "hutchinson")
-METHODS = ("rk45", "rk4")
 
 
 # -- the SDEs (plain math) --------------------------------------------------------------------
@@ -73,8 +74,7 @@ class VPSDE:
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) summed over dimensions, (B,)."""
-        D = z[0].numel()
-        return -0.5 * (z.flatten(1) ** 2).sum(1) - 0.5 * D * math.log(2 * math.pi)
+        return standard_normal_log_prob(z)
 
 
 @dataclass(frozen=True)
@@ -113,93 +113,7 @@ def probability_flow(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tenso
     return sde.drift(x, t) - 0.5 * _col(sde.g2(t), x) * score_fn(x, t)
 
 
-# -- integrators --------------------------------------------------------------------------------
-
-OdeFn = Callable[[float, Tensor], Tensor]
-
-
-def rk4(f: OdeFn, y0: Tensor, t0: float, t1: float, steps: int) -> tuple[Tensor, int]:
-    """Classic fixed-step fourth-order Runge-Kutta from t0 to t1; returns (y(t1), evaluations)."""
-    h = (t1 - t0) / steps
-    y, t = y0, t0
-    for _ in range(steps):
-        k1 = f(t, y)
-        k2 = f(t + h / 2, y + h / 2 * k1)
-        k3 = f(t + h / 2, y + h / 2 * k2)
-        k4 = f(t + h, y + h * k3)
-        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        t = t + h
-    return y, 4 * steps
-
-
-# Dormand & Prince 1980, RK5(4)7FM: the 5th-order solution propagates, the 4th estimates the error.
-_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_DP_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_DP_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-def rk45(f: OdeFn, y0: Tensor, t0: float, t1: float, rtol: float = 1e-5, atol: float = 1e-5,
-         max_evals: int = 100_000) -> tuple[Tensor, int]:
-    """Adaptive Dormand-Prince RK5(4) from t0 to t1 (either direction), one step size for the batch.
-
-    Error control: rms(err / (atol + rtol max(|y|, |y_new|))) <= 1, step factor
-    0.9 err^(-1/5) within [0.2, 10]. Hairer, Norsett & Wanner, "Solving ODEs I", II.4.
-    """
-    direction = 1.0 if t1 >= t0 else -1.0
-    t, y = t0, y0
-    k1 = f(t, y)
-    evals = 1
-    scale = atol + rtol * y.abs()
-    d0, d1 = (y / scale).pow(2).mean().sqrt().item(), (k1 / scale).pow(2).mean().sqrt().item()
-    h = 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6
-    h = min(h, abs(t1 - t0))
-    while direction * (t1 - t) > 1e-12 * max(1.0, abs(t1)):
-        if evals > max_evals:
-            raise GenzooError(f"the ODE solver took more than {max_evals} evaluations; loosen rtol/atol or use method='rk4'.")
-        h = min(h, abs(t1 - t))
-        hs = direction * h
-        ks = [k1]
-        for i in range(1, 7):
-            yi = y + hs * sum(a * k for a, k in zip(_DP_A[i], ks) if a != 0.0)
-            ks.append(f(t + _DP_C[i] * hs, yi))
-        evals += 6
-        y_new = y + hs * sum(b * k for b, k in zip(_DP_B5, ks) if b != 0.0)
-        err = hs * sum((b5 - b4) * k for b5, b4, k in zip(_DP_B5, _DP_B4, ks) if b5 != b4)
-        scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-        err_norm = (err / scale).pow(2).mean().sqrt().item()
-        if err_norm <= 1.0:
-            t, y, k1 = t + hs, y_new, ks[6]  # first same as last
-        factor = 10.0 if err_norm == 0 else min(10.0, max(0.2, 0.9 * err_norm ** -0.2))
-        h = h * (min(factor, 1.0) if err_norm > 1.0 else factor)
-    return y, evals
-
-
 # -- likelihood and samplers --------------------------------------------------------------------
-
-def divergence_exact(out: Tensor, x: Tensor) -> Tensor:
-    """sum_i d out_i / d x_i, (B,), by one backward pass per dimension (out depends on x per image)."""
-    flat = out.flatten(1)
-    div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for i in range(flat.shape[1]):
-        (grad,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
-        div = div + grad.flatten(1)[:, i]
-    return div
-
-
-def divergence_hutchinson(out: Tensor, x: Tensor, v: Tensor) -> Tensor:
-    """v^T (d out / d x) v, (B,): an unbiased estimate of the divergence for E[v v^T] = I."""
-    (grad,) = torch.autograd.grad((out * v).sum(), x)
-    return (grad * v).flatten(1).sum(1)
-
 
 def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, t0: float = 1e-5, t1: float = 1.0,
                        divergence: str = "exact", method: str = "rk45", steps: int = 100,
@@ -375,7 +289,9 @@ class ScoreSDE(LikelihoodModel):
         return -self.eps_pred(xt, t) / _col(s, xt)
 
     def loss(self, x: Tensor) -> Tensor:
-        """Denoising score matching with lambda(t) = s(t)^2: E ||eps_theta(x_t, t) - eps||^2 per dimension."""
+        """Denoising score matching with lambda(t) = s(t)^2, which is the mean squared error of the
+        noise, E ||eps_theta(x_t, t) - eps||^2 / D (a squared error per dimension, not a likelihood),
+        batch mean over one t ~ U(t_min, 1) and one eps per image."""
         self.check_input(x)
         x0 = self.dequantize(x)
         B = x0.shape[0]
@@ -415,7 +331,9 @@ class ScoreSDE(LikelihoodModel):
 
     @torch.no_grad()
     def validation_nats(self, x: Tensor) -> LogLikelihood:
-        """A cheap estimate of log_likelihood: RK4 with validation_steps steps, Hutchinson, fixed seed."""
+        """A cheap estimate of log_likelihood, nats per image (B,), kind "lower_bound": one
+        dequantization draw, the probability-flow ODE by RK4 with validation_steps steps and
+        Hutchinson's divergence, generator seeded 0."""
         generator = torch.Generator(device=self.device).manual_seed(0)
         return self.log_likelihood(x, generator, divergence="hutchinson", method="rk4",
                                    steps=self.config.validation_steps)

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import dequantize, from_unit
 from ...errors import GenzooError
-from ...nn.flow_layers import Split, standard_normal_log_prob
+from ...functional import standard_normal_log_prob
+from ...nn.flow_layers import Split
 from ..base import Figure, LikelihoodModel, LogLikelihood, check_temperature
 
 PREPROCESS = ("logit", "centered")
