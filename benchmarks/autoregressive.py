@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MNIST_8K  # noqa: E402
-
 import genzoo
+from common import MNIST_8K  # noqa: E402
 from genzoo.data.spec import DataSpec
 from genzoo.train import train, train_config_for
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import genzoo
-from genzoo import DataSpec, Dataset, GenzooError
+from genzoo import Dataset, DataSpec, GenzooError
 from genzoo.nn.init import shifted_out
 
 GATED = {"hidden_channels": 6, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 6}

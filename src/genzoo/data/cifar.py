@@ -25,7 +25,7 @@ import torch
 
 from ..errors import GenzooError
 from .idx import check_root, requantize
-from .spec import DataSpec, Dataset, check_split, holdout_split
+from .spec import Dataset, DataSpec, check_split, holdout_split
 
 SPEC = DataSpec(channels=3, height=32, width=32, levels=256)
 RECORD_BYTES = 1 + 3 * 32 * 32

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import GenzooError
-from .spec import DataSpec, Dataset, check_split
+from .spec import Dataset, DataSpec, check_split
 
 NUM_IMAGES = 1797
 SPEC = DataSpec(channels=1, height=8, width=8, levels=17)

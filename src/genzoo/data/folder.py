@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..errors import GenzooError
 from .idx import check_root
-from .spec import DataSpec, Dataset, check_split
+from .spec import Dataset, DataSpec, check_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1

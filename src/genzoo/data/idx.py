@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import GenzooError
-from .spec import DataSpec, Dataset, check_split, holdout_split
+from .spec import Dataset, DataSpec, check_split, holdout_split
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ...data.spec import DataSpec, Dataset
+from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
