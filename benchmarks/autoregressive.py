@@ -1,10 +1,11 @@
-"""Autoregressive family benchmark: test bits/dim of PixelCNN, Gated PixelCNN and PixelCNN++ trained
+r"""Autoregressive family benchmark: test bits/dim of PixelCNN, Gated PixelCNN and PixelCNN++ trained
 with the same budget, and the speed-up of cached over naive sampling at 28x28 (batch 16).
 
 Prints one JSON object to stdout; progress goes to stderr. Examples:
 
     OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data digits
-    OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data mnist --steps 500 --batch-size 32 --eval-every 250 --config '{"dropout": 0}'
+    OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --data mnist --steps 500 --batch-size 32 --eval-every 250 \
+        --config '{"dropout": 0}'
     OMP_NUM_THREADS=1 python benchmarks/autoregressive.py --sampling-only --full-naive
 
 Naive sampling costs one full forward pass per sub-pixel, the same at every step; unless
@@ -22,9 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MNIST_8K  # noqa: E402
-
 import genzoo
+from common import MNIST_8K  # noqa: E402
 from genzoo.data.spec import DataSpec
 from genzoo.train import train, train_config_for
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MNIST_8K, emit, log, machine  # noqa: E402
-
 import genzoo  # noqa: E402
+from common import MNIST_8K, emit, log, machine  # noqa: E402
 from genzoo.evaluate import independent_pixel_bpd  # noqa: E402
 from genzoo.train import train, train_config_for  # noqa: E402
 

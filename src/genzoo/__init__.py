@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from . import data
 from .checkpoint import load, save
-from .data.spec import DataSpec, Dataset
+from .data.spec import Dataset, DataSpec
 from .errors import GenzooError
 from .evaluate import BitsPerDim, bits_per_dim
 from .models.base import DensityMap, GenerativeModel, ImageRows, LikelihoodModel, LogLikelihood

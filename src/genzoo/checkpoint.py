@@ -78,7 +78,8 @@ def load_tensors(path: str | Path) -> dict[str, Tensor]:
         header_ok = n <= _MAX_HEADER and 8 + n <= len(data) and data[8:9] == b"{"
     if not header_ok:
         if data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-            raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; convert it to safetensors.")
+            raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; "
+                              "convert it to safetensors.")
         if len(data) < 9:
             raise GenzooError(f"{str(path)!r} is truncated: {len(data)} bytes is too short for a safetensors file.")
         raise GenzooError(f"{str(path)!r} is not a valid safetensors file (bad or truncated header).")
@@ -97,7 +98,8 @@ def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise GenzooError(f"checkpoint config has field {sorted(unknown)[0]!r}, which {cls.__name__} does not know; was it written by a newer genzoo?")
+        raise GenzooError(f"checkpoint config has field {sorted(unknown)[0]!r}, which {cls.__name__} does not know; "
+                          "was it written by a newer genzoo?")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     try:
         return cls(**kwargs)
@@ -155,7 +157,8 @@ def load_state(model: torch.nn.Module, tensors: dict[str, Tensor], where: str) -
         raise GenzooError(f"weights in {where} do not fit the model its config describes: the file {what}.")
     for k, v in tensors.items():
         if own[k].shape != v.shape:
-            raise GenzooError(f"weights in {where} do not fit the model: {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}.")
+            raise GenzooError(f"weights in {where} do not fit the model: {k!r} has shape {tuple(v.shape)}, "
+                              f"expected {tuple(own[k].shape)}.")
     model.load_state_dict(tensors, strict=True)
 
 

@@ -27,6 +27,7 @@ from .errors import GenzooError
 from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
 from .models.base import GenerativeModel
 
+
 def _prefix_parse(argv: Sequence[str], positional: str) -> str | None:
     """The first positional argument (a model name or a run directory), before the full parse."""
     pre = Parser(add_help=False)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import genzoo
-from genzoo import DataSpec, Dataset, GenzooError
+from genzoo import Dataset, DataSpec, GenzooError
 from genzoo.nn.init import shifted_out
 
 GATED = {"hidden_channels": 6, "num_layers": 2, "first_kernel_size": 3, "output_hidden": 6}
@@ -99,8 +99,10 @@ def test_cached_and_naive_sampling_draw_the_same_images(name, channels):
     config = ({"hidden_channels": 6, "num_blocks": 2, "output_hidden": 6} if name == "pixelcnn"
               else {"hidden_channels": 6, "num_layers": 3, "output_hidden": 6})
     model = randomized(genzoo.create(name, spec, **config), scale=0.5).train()
-    run = lambda cache, seed, given=None: model.sample(4, generator=torch.Generator().manual_seed(seed),
-                                                        cache=cache, given=given)
+
+    def run(cache, seed, given=None):
+        return model.sample(4, generator=torch.Generator().manual_seed(seed), cache=cache, given=given)
+
     fast = run(True, 0)
     assert torch.equal(fast, run(False, 0))
     assert model.training, "sample() must restore training mode"
@@ -150,7 +152,10 @@ def test_gated_pixelcnn_conditions_on_labels():
         a = model.log_likelihood(x[:5], torch.zeros(5, dtype=torch.long)).nats
         b = model.log_likelihood(x[:5], torch.ones(5, dtype=torch.long)).nats
     assert not torch.allclose(a, b), "the label changes nothing"
-    run = lambda cache, **kw: model.sample(4, generator=torch.Generator().manual_seed(0), cache=cache, **kw)
+
+    def run(cache, **kw):
+        return model.sample(4, generator=torch.Generator().manual_seed(0), cache=cache, **kw)
+
     assert torch.equal(run(True, label=1), run(False, label=1))
     per_sample = torch.tensor([1, 0, 1, 1])
     assert torch.equal(run(True, labels=per_sample), run(False, labels=per_sample))

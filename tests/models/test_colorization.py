@@ -116,7 +116,8 @@ def test_rebalancing_weights_follow_the_training_bin_frequencies():
     p_smooth = torch.exp(-torch.cdist(c, c).pow(2) / 50) @ p
     p_smooth = p_smooth / p_smooth.sum()
     torch.testing.assert_close((p_smooth * w).sum(), torch.tensor(1.0, dtype=torch.float64))
-    torch.testing.assert_close(w * (0.5 * p_smooth + 0.5 / len(c)), torch.full_like(w, float(w[0] * (0.5 * p_smooth[0] + 0.5 / len(c)))))
+    torch.testing.assert_close(w * (0.5 * p_smooth + 0.5 / len(c)),
+                               torch.full_like(w, float(w[0] * (0.5 * p_smooth[0] + 0.5 / len(c)))))
     assert torch.isfinite(model.loss(x))
 
 

@@ -8,7 +8,6 @@ from genzoo.errors import GenzooError
 from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.schedules import predict_x0_from_eps
 
-
 SPEC = genzoo.DataSpec(1, 4, 4, 5)
 TINY = {"timesteps": 12, "base_channels": 8, "channel_mults": (1, 2), "attention_resolutions": (2,),
         "validation_terms": 5, "dropout": 0.0}

@@ -14,9 +14,8 @@ import genzoo
 from genzoo.data.spec import DataSpec
 from genzoo.errors import GenzooError
 from genzoo.functional import standard_normal_log_prob
+from genzoo.nn.flow_layers import ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU, Squeeze
 from tiny import tiny
-from genzoo.nn.flow_layers import (ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU,
-                                   Squeeze)
 
 TOY = DataSpec(2, 1, 1, 256)
 

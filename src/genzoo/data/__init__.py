@@ -10,7 +10,7 @@ import inspect
 from typing import Any
 
 from ..errors import GenzooError
-from .spec import SPLITS, DataSpec, Dataset, check_split, holdout_split
+from .spec import SPLITS, Dataset, DataSpec, check_split, holdout_split
 from .transforms import dequantize, from_unit, to_centered, to_unit
 
 # name -> "module:function"; each function takes (split, root, **options) and returns a Dataset.

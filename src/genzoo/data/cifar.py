@@ -25,7 +25,7 @@ import torch
 
 from ..errors import GenzooError
 from .idx import check_root, requantize
-from .spec import DataSpec, Dataset, check_split, holdout_split
+from .spec import Dataset, DataSpec, check_split, holdout_split
 
 SPEC = DataSpec(channels=3, height=32, width=32, levels=256)
 RECORD_BYTES = 1 + 3 * 32 * 32
@@ -101,7 +101,8 @@ def restricted_load(path: Path) -> Any:
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except RefusedGlobal as e:
-        raise GenzooError(f"{path} was refused: the pickle asks for {e.qualname}, which is not a numpy array, list, dict or bytes (genzoo never unpickles arbitrary objects).") from None
+        raise GenzooError(f"{path} was refused: the pickle asks for {e.qualname}, which is not a numpy array, list, dict "
+                          "or bytes (genzoo never unpickles arbitrary objects).") from None
     except Exception as e:  # a corrupt pickle can fail with almost any exception type
         raise GenzooError(f"{path} is not a readable python batch: it is truncated or corrupt ({type(e).__name__}).") from None
 
@@ -120,7 +121,8 @@ def read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError as e:
         raise GenzooError(f"cannot read {path}: {e.strerror or e}.") from e
     if len(data) == 0 or len(data) % RECORD_BYTES:
-        raise GenzooError(f"{path} is truncated or corrupt: it holds {len(data)} bytes, not a whole number of {RECORD_BYTES}-byte records.")
+        raise GenzooError(f"{path} is truncated or corrupt: it holds {len(data)} bytes, "
+                          f"not a whole number of {RECORD_BYTES}-byte records.")
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
     _check_labels(labels, len(records), path)
@@ -150,7 +152,8 @@ def _locate(base: Path) -> tuple[Path, str]:
         for d in (base, base / f"cifar-10-batches-{fmt}"):
             if (d / probe).is_file():
                 return d, fmt
-    raise GenzooError(f"missing file {base / 'cifar-10-batches-bin' / 'data_batch_1.bin'}: {base} holds neither the binary nor the python CIFAR-10 batches.")
+    raise GenzooError(f"missing file {base / 'cifar-10-batches-bin' / 'data_batch_1.bin'}: "
+                      f"{base} holds neither the binary nor the python CIFAR-10 batches.")
 
 
 def load_cifar10(split: str = "train", root: str | None = None, levels: int | None = None) -> Dataset:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import GenzooError
-from .spec import DataSpec, Dataset, check_split
+from .spec import Dataset, DataSpec, check_split
 
 NUM_IMAGES = 1797
 SPEC = DataSpec(channels=1, height=8, width=8, levels=17)
@@ -24,7 +24,8 @@ def _read_rows() -> np.ndarray:
     raw = resources.files("genzoo.data").joinpath("digits.csv.gz").read_bytes()
     rows = np.loadtxt(gzip.decompress(raw).decode("ascii").splitlines(), delimiter=",", dtype=np.int64)
     if rows.shape != (NUM_IMAGES, 65):
-        raise GenzooError(f"the packaged digits.csv.gz has shape {rows.shape}, expected ({NUM_IMAGES}, 65); the installation is damaged.")
+        raise GenzooError(f"the packaged digits.csv.gz has shape {rows.shape}, expected ({NUM_IMAGES}, 65); "
+                          "the installation is damaged.")
     return rows
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..errors import GenzooError
 from .idx import check_root
-from .spec import DataSpec, Dataset, check_split
+from .spec import Dataset, DataSpec, check_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
@@ -82,7 +82,8 @@ def load_folder(split: str = "train", root: str | None = None, size: int = 32,
     classes = sorted({p.parts[0] for p in images}) if all(len(p.parts) > 1 for p in images) else None
     chosen = [p for p in images if split_of(p.as_posix()) == split]
     if not chosen:
-        raise GenzooError(f"folder {base} has {len(images)} images but none in the {split} split (about 10% of images go to test and 10% to val); add more images.")
+        raise GenzooError(f"folder {base} has {len(images)} images but none in the {split} split "
+                          "(about 10% of images go to test and 10% to val); add more images.")
     x = np.stack([read_image(base / p, size, grayscale) for p in chosen]).astype(np.int64)
     x = (x * levels) // 256
     index = {} if classes is None else {c: i for i, c in enumerate(classes)}

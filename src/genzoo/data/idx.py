@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import GenzooError
-from .spec import DataSpec, Dataset, check_split, holdout_split
+from .spec import Dataset, DataSpec, check_split, holdout_split
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -60,10 +60,12 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     d = data[3]
     if data[:3] != b"\x00\x00\x08" or d < 1 or (ndim is not None and d != ndim):
         expected = f"0x{0x800 | ndim:08x}" if ndim is not None else "0x000008NN"
-        raise GenzooError(f"{path} is not an unsigned-byte IDX file of the expected kind: its magic number is 0x{magic:08x}, expected {expected}.")
+        raise GenzooError(f"{path} is not an unsigned-byte IDX file of the expected kind: "
+                          f"its magic number is 0x{magic:08x}, expected {expected}.")
     header = 4 + 4 * d
     if len(data) < header:
-        raise GenzooError(f"{path} is truncated: its header promises {d} dimension sizes but the file ends after {len(data)} bytes.")
+        raise GenzooError(f"{path} is truncated: its header promises {d} dimension sizes "
+                          f"but the file ends after {len(data)} bytes.")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(d))
     need = math.prod(shape)
     have = len(data) - header
@@ -84,7 +86,8 @@ def _find(root: Path, dirs: list[Path], name: str, dataset: str) -> Path:
 def check_root(root: str | Path | None, dataset: str, what: str) -> Path:
     """The data directory `root` as a Path; a GenzooError if it is not given or not a directory."""
     if root is None:
-        raise GenzooError(f"dataset {dataset!r} is not shipped with genzoo: give root=DIR (--root DIR), the directory holding {what}.")
+        raise GenzooError(f"dataset {dataset!r} is not shipped with genzoo: "
+                          f"give root=DIR (--root DIR), the directory holding {what}.")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise GenzooError(f"data directory {path} for dataset {dataset!r} does not exist or is not a directory.")

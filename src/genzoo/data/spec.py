@@ -58,7 +58,8 @@ class DataSpec:
         if x.dtype.is_floating_point or x.dtype == torch.bool or x.dtype.is_complex:
             raise GenzooError(f"{what} must hold integer levels (int64), got dtype {x.dtype}.")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.levels - 1):
-            raise GenzooError(f"{what} must hold levels in [0, {self.levels - 1}], got values in [{int(x.min())}, {int(x.max())}].")
+            raise GenzooError(f"{what} must hold levels in [0, {self.levels - 1}], "
+                              f"got values in [{int(x.min())}, {int(x.max())}].")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import GenzooError
-from .spec import DataSpec, Dataset, check_split
+from .spec import Dataset, DataSpec, check_split
 
 BOX = (-4.0, 4.0)
 GRID = 256

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Iterator, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..data.spec import DataSpec, Dataset
+from ..data.spec import Dataset, DataSpec
 from ..errors import GenzooError
 
 Kind = Literal["exact", "lower_bound"]

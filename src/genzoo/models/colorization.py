@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.spec import DataSpec, Dataset
+from ..data.spec import Dataset, DataSpec
 from ..errors import GenzooError
 from ..functional import psnr
 from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature

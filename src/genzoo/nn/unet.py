@@ -168,7 +168,8 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        assert x.ndim == 4 and t.shape == (x.shape[0],), f"x must be (B, C, H, W) and t (B,), got {tuple(x.shape)}, {tuple(t.shape)}"
+        assert x.ndim == 4 and t.shape == (x.shape[0],), \
+            f"x must be (B, C, H, W) and t (B,), got {tuple(x.shape)}, {tuple(t.shape)}"
         emb = self.time_embed(t)
         h = self.conv_in(x)
         hs = [h]

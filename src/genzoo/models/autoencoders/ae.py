@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data.spec import DataSpec, Dataset
+from ...data.spec import Dataset, DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import psnr

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ...data.spec import DataSpec, Dataset
+from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
@@ -232,7 +232,8 @@ class VAE(LikelihoodModel):
         with evaluating(self):
             x_hat = self.reconstruct(x)
         pairs = max(1, min(8, len(data.x) // 2))
-        idx = torch.randperm(len(data.x), generator=generator)[: 2 * pairs] if len(data.x) >= 2 else torch.zeros(2, dtype=torch.long)
+        idx = (torch.randperm(len(data.x), generator=generator)[: 2 * pairs] if len(data.x) >= 2
+               else torch.zeros(2, dtype=torch.long))
         x_a, x_b = data.x[idx[:pairs]].to(self.device), data.x[idx[pairs:2 * pairs]].to(self.device)
         grid = self.interpolate(x_a, x_b, steps).cpu()
         return {"reconstructions": ImageRows((x.cpu(), x_hat.cpu())), "interpolation": ImageRows(tuple(grid))}

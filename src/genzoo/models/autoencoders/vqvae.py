@@ -37,15 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.spec import DataSpec, Dataset
+from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import psnr
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
-from ..base import (Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range,
-                    check_temperature)
+from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .ae import evaluating
 
 STAGES = ("autoencoder", "prior")

@@ -22,7 +22,6 @@ from ...data.transforms import to_centered
 from ...nn.causal import gate
 from .common import ancestral_sample
 
-
 # The sampling loop is common.ancestral_sample; these steppers make each of its steps one column.
 cached_ancestral_sample = ancestral_sample
 

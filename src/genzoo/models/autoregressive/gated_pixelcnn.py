@@ -151,7 +151,8 @@ class GatedPixelCNN(LikelihoodModel):
         if not x.dtype.is_floating_point:
             self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
-            raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), got {tuple(x.shape)}.")
+            raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), "
+                              f"got {tuple(x.shape)}.")
         return self._logits(x, self.check_labels(labels, x.shape[0]))
 
     def _logits(self, x: Tensor, labels: Tensor | None) -> Tensor:

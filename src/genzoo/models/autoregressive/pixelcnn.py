@@ -101,7 +101,8 @@ class PixelCNN(LikelihoodModel):
         if not x.dtype.is_floating_point:
             self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
-            raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), got {tuple(x.shape)}.")
+            raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), "
+                              f"got {tuple(x.shape)}.")
         return self._logits(x)
 
     def _logits(self, x: Tensor) -> Tensor:

@@ -30,12 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.spec import DataSpec, Dataset
+from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob
-from ...nn.causal import (DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d,
-                          DownShiftedConvTranspose2d, concat_elu)
+from ...nn.causal import (
+    DownRightShiftedConv2d,
+    DownRightShiftedConvTranspose2d,
+    DownShiftedConv2d,
+    DownShiftedConvTranspose2d,
+    concat_elu,
+)
 from ...nn.init import data_dependent_init
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import check_given, sample_categorical

@@ -41,9 +41,12 @@ from ...errors import GenzooError
 from ...nn.unet import UNet
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 from . import samplers
+
+# isort: off
 from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_likelihood, gather, make_betas,
                         normal_kl, posterior_variance_of, predict_eps_from_x0, predict_x0_from_eps, q_posterior,
                         q_sample)
+# isort: on
 
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 PREDICTIONS = ("eps", "levels")

@@ -31,9 +31,9 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob
 from ...nn.unet import UNet
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 from .ddpm import check_unet_fields
 from .ode import METHODS, divergence_exact, divergence_hutchinson, rk4, rk45
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 SDE_SAMPLERS = ("pc", "em", "ode")

@@ -38,9 +38,11 @@ class SohlDicksteinConfig(DDPMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.variance != "learned":
-            raise GenzooError(f"sohl-dickstein learns its reverse variance, so variance must be 'learned', got {self.variance!r}.")
+            raise GenzooError(f"sohl-dickstein learns its reverse variance, so variance must be 'learned', "
+                              f"got {self.variance!r}.")
         if self.objective == "simple":
-            raise GenzooError("sohl-dickstein trains on the variational bound, so objective must be 'hybrid' or 'vlb', got 'simple'.")
+            raise GenzooError("sohl-dickstein trains on the variational bound, so objective must be 'hybrid' or 'vlb', "
+                              "got 'simple'.")
 
 
 class SohlDickstein(DDPM):

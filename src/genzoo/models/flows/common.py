@@ -202,7 +202,8 @@ class FlowModel(LikelihoodModel):
 
     # -- evaluation hooks ---------------------------------------------------------------------
     @torch.no_grad()
-    def task_metrics(self, data: Dataset, generator: torch.Generator | None = None, check_inverse: bool = False) -> dict[str, float]:
+    def task_metrics(self, data: Dataset, generator: torch.Generator | None = None,
+                     check_inverse: bool = False) -> dict[str, float]:
         """With check_inverse: max |decode(encode(u)) - u| over the data, u from dequantized x."""
         if not check_inverse:
             return {}
