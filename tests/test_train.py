@@ -8,6 +8,7 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
+from genzoo.rundir import RunDirectory
 from genzoo.train import TrainConfig, lr_at, train
 
 SPEC = DataSpec(1, 4, 4, 5)
@@ -36,7 +37,7 @@ def test_resume_continues_exactly_where_a_run_stopped(tmp_path):
     train(first, data(), data(32, 1), cfg(), out_dir=tmp_path / "b", progress=False, stop_after=9)
     state = json.loads((tmp_path / "b" / "last" / "state.json").read_text())
     assert state["step"] == 8, "the state saved is the last evaluation's"
-    resumed = genzoo.load(tmp_path / "b" / "last").train()
+    resumed = RunDirectory(tmp_path / "b").load_model()[0].train()
     train(resumed, data(), data(32, 1), cfg(), out_dir=tmp_path / "b", progress=False, resume=True)
 
     for k, v in straight.state_dict().items():

@@ -7,7 +7,9 @@ safetensors) is refused before a byte of it is interpreted.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -25,25 +27,57 @@ from .errors import GenzooError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
+TMP_SUFFIX = ".tmp"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> str:
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+
+    The file gets the permissions a plain open() would give (0666 less the umask). An OSError (a
+    full disk, no permission) becomes one sentence naming the file. Returns the SHA-256 of `data`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise GenzooError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise GenzooError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
         raise
+    return hashlib.sha256(data).hexdigest()
+
+
+def remove_temporary_files(directory: str | Path) -> list[Path]:
+    """Delete what killed atomic writes left in `directory` and below (.NAME.XXXX.tmp files)."""
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for tmp in directory.rglob(f".*{TMP_SUFFIX}"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -60,51 +94,111 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise GenzooError(f"{what} {str(path)!r} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')}).") from e
 
 
-def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write a dict of tensors as safetensors (shared storage is copied apart)."""
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+Expected = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Atomically write a dict of tensors as safetensors (shared storage is copied apart); returns
+    the file's SHA-256."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, st_save(flat, metadata=metadata))
+    return atomic_write_bytes(path, st_save(flat, metadata=metadata))
 
 
-def load_tensors(path: str | Path) -> dict[str, Tensor]:
-    """Read a safetensors file, refusing anything else (pickles included) without interpreting it."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [k for k, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the name {next(k for k in names if names.count(k) > 1)!r} appears twice")
+    return dict(pairs)
+
+
+def _is_pickle(head: bytes) -> bool:
+    return head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def read_header(path: str | Path) -> Expected:
+    """The tensors a safetensors file declares, name -> (shape, dtype), read from its header alone
+    and checked against the file's size: nothing else of the file is read. Pickles (torch.save) and
+    anything else are refused in one sentence without being interpreted."""
     path = Path(path)
     if not path.is_file():
         raise GenzooError(f"weights file {str(path)!r} does not exist.")
-    data = path.read_bytes()
-    header_ok = False
-    if len(data) >= 9:
-        (n,) = struct.unpack("<Q", data[:8])
-        header_ok = n <= _MAX_HEADER and 8 + n <= len(data) and data[8:9] == b"{"
-    if not header_ok:
-        if data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-            raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; "
-                              "convert it to safetensors.")
-        if len(data) < 9:
-            raise GenzooError(f"{str(path)!r} is truncated: {len(data)} bytes is too short for a safetensors file.")
-        raise GenzooError(f"{str(path)!r} is not a valid safetensors file (bad or truncated header).")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else -1
+        if n < 0 or n > _MAX_HEADER or 8 + n > size or head[8:9] != b"{":
+            if _is_pickle(head):
+                raise GenzooError(f"{str(path)!r} holds a pickle (torch.save format), which genzoo never loads; "
+                                  "convert it to safetensors.")
+            if len(head) < 9:
+                raise GenzooError(f"{str(path)!r} is truncated: {size} bytes is too short for a safetensors file.")
+            if n > _MAX_HEADER or 8 + n > size:
+                raise GenzooError(f"{str(path)!r} is not a valid safetensors file: its header claims {n:,} bytes, "
+                                  f"more than the file holds.")
+            raise GenzooError(f"{str(path)!r} is not a valid safetensors file (bad header).")
+        f.seek(8)
+        raw = f.read(n)
     try:
-        return st_load(data)
+        header = json.loads(raw, object_pairs_hook=_no_duplicates)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape, (lo, hi) = _DTYPES[info["dtype"]], info["shape"], info["data_offsets"]
+            if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+                    and isinstance(lo, int) and isinstance(hi, int)):
+                raise ValueError(f"tensor {name!r} has a bad shape or offsets")
+            nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+            if not 0 <= lo <= hi <= size - 8 - n or hi - lo != nbytes:
+                raise ValueError(f"tensor {name!r} lies outside the file or has the wrong size")
+            out[name] = (tuple(shape), dtype)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        what = str(e) if type(e) is ValueError else f"a malformed entry ({type(e).__name__}: {e})"
+        raise GenzooError(f"{str(path)!r} is not a valid safetensors file: {what}.") from e
+    return out
+
+
+def load_tensors(path: str | Path, expected: Expected | None = None) -> dict[str, Tensor]:
+    """Read a safetensors file after checking its header (read_header) against `expected` names,
+    shapes and dtypes (any floating-point dtype for a floating-point tensor: it loads into the model's
+    precision), before the data are read; floating-point tensors must be finite."""
+    path = Path(path)
+    declared = read_header(path)
+    if expected is not None:
+        missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
+        if missing or unexpected:
+            what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
+            raise GenzooError(f"weights in {str(path)!r} do not fit the model its config describes: the file {what}.")
+        for name, (shape, dtype) in declared.items():
+            want_shape, want_dtype = expected[name]
+            same_kind = dtype == want_dtype or (dtype.is_floating_point and want_dtype.is_floating_point)
+            if shape != want_shape or not same_kind:  # floating-point weights load into the model's precision
+                raise GenzooError(f"weights in {str(path)!r} do not fit the model: {name!r} is {dtype} of shape "
+                                  f"{shape}, expected {expected[name][1]} of shape {expected[name][0]}.")
+    try:
+        tensors = st_load(path.read_bytes())
+    except MemoryError as e:
+        raise GenzooError(f"{str(path)!r} is too large to read into memory.") from e
     except Exception as e:  # safetensors raises its own error types for corrupt buffers
         raise GenzooError(f"{str(path)!r} is a corrupt safetensors file: {e}.") from e
+    for name, t in tensors.items():
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise GenzooError(f"weights in {str(path)!r} are not finite: {name!r} holds NaN or infinity.")
+    return tensors
+
+
+def expected_tensors(model: torch.nn.Module) -> Expected:
+    """name -> (shape, dtype) of every tensor in the model's state dict."""
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from JSON, turning lists back into tuples where fields are tuples."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(fields)
-    if unknown:
-        raise GenzooError(f"checkpoint config has field {sorted(unknown)[0]!r}, which {cls.__name__} does not know; "
-                          "was it written by a newer genzoo?")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise GenzooError(f"checkpoint config is not a valid {cls.__name__}: {e}.") from e
 
 
 def save(model: torch.nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -141,25 +235,22 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def build_from_config(meta: dict[str, Any]) -> torch.nn.Module:
-    from .registry import model_class
+    """The model a checkpoint's config describes, every field checked (genzoo.configs) and its size
+    bounded before anything is allocated."""
+    from .registry import check_size, make_config, model_class
 
+    if not isinstance(meta.get("model"), str):
+        raise GenzooError(f"a checkpoint's model must be a name, got {meta.get('model')!r}.")
     cls = model_class(meta["model"])
-    config = config_from_dict(cls.Config, meta["config"])
-    return cls(DataSpec.from_dict(meta["spec"]), config)
+    config = make_config(meta["model"], meta["config"], require_all=True)
+    spec = DataSpec.from_dict(meta["spec"])
+    check_size(cls, spec, config)
+    return cls(spec, config)
 
 
-def load_state(model: torch.nn.Module, tensors: dict[str, Tensor], where: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
-        raise GenzooError(f"weights in {where} do not fit the model its config describes: the file {what}.")
-    for k, v in tensors.items():
-        if own[k].shape != v.shape:
-            raise GenzooError(f"weights in {where} do not fit the model: {k!r} has shape {tuple(v.shape)}, "
-                              f"expected {tuple(own[k].shape)}.")
-    model.load_state_dict(tensors, strict=True)
+def load_state(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the weights file `path` into `model`, checked against the model (load_tensors)."""
+    model.load_state_dict(load_tensors(path, expected_tensors(model)), strict=True)
 
 
 def load(directory: str | Path) -> torch.nn.Module:
@@ -167,5 +258,5 @@ def load(directory: str | Path) -> torch.nn.Module:
     directory = Path(directory)
     meta = read_config(directory)
     model = build_from_config(meta)
-    load_state(model, load_tensors(directory / WEIGHTS_FILE), str(directory / WEIGHTS_FILE))
+    load_state(model, directory / WEIGHTS_FILE)
     return model.eval()

@@ -23,9 +23,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__, checkpoint, data, registry
-from .errors import GenzooError
+from .errors import GenzooError, Interrupted
 from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
 from .models.base import GenerativeModel
+from .rundir import RunDirectory
 
 
 def _prefix_parse(argv: Sequence[str], positional: str) -> str | None:
@@ -65,8 +66,11 @@ def _train_parser(cls: type[GenerativeModel] | None) -> tuple[Parser, Flags | No
         f"Train a model. MODEL is one of: {', '.join(registry.list_models())}. "
         "'genzoo train MODEL --help' shows its config fields and training options with its defaults.")
     parser = Parser(prog=f"genzoo train {name}", description=description)
-    parser.add_argument("model", help="the model to train")
-    parser.add_argument("--data", default="digits", help="dataset name (default digits)")
+    parser.add_argument("model", nargs="?", help="the model to train (default: the --config file's)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="train the run a JSON file records: a run's config.json, or {model, config, data, root, "
+                             "train}; flags given beside it override its fields")
+    parser.add_argument("--data", default=None, help="dataset name (default digits, or the --config file's)")
     parser.add_argument("--root", default=None, help="directory of the dataset's files")
     parser.add_argument("--out", default=None, help="run directory (default runs/MODEL-DATA)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
@@ -78,50 +82,89 @@ def _train_parser(cls: type[GenerativeModel] | None) -> tuple[Parser, Flags | No
     return parser, model_flags, train_flags
 
 
+def read_run_file(path: str) -> dict[str, Any]:
+    """A run to repeat, from a run's config.json or a JSON file with the same fields:
+    {"model", "config", "data", "root", "train"} (a run's file keeps data, root and training options
+    under "run")."""
+    raw = checkpoint.read_json(path, "run file")
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
+        raise GenzooError(f"{path!r} must be a JSON object with at least a \"model\" name.")
+    run = raw.get("run", {}) if isinstance(raw.get("run", {}), dict) else {}
+    out = {"model": raw["model"], "config": raw.get("config", {}), "data": raw.get("data", run.get("data")),
+           "root": raw.get("root", run.get("root")), "train": raw.get("train", run.get("train_config", {}))}
+    for key, kind in (("config", dict), ("train", dict), ("data", (str, type(None))), ("root", (str, type(None)))):
+        if not isinstance(out[key], kind):
+            raise GenzooError(f"{key!r} in {path!r} has the wrong type: {type(out[key]).__name__}.")
+    return out
+
+
+def _train_setup(args: argparse.Namespace, overrides: dict[str, Any], train_overrides: dict[str, Any],
+                 file: dict[str, Any] | None) -> tuple[GenerativeModel, Any, dict[str, Any], tuple[data.Dataset, ...]]:
+    """The model, training config, run record and (train, val, test) data, every one of them checked
+    before a run directory is created."""
+    from .train import train_config_for
+
+    out = Path(args.out)
+    if args.resume:
+        if overrides or {k for k in train_overrides if k != "device"} or file:
+            raise GenzooError("a resumed run keeps its own configuration; pass only --out, --resume, --device "
+                              "and --no-progress.")
+        model, state = RunDirectory(out).load_model()
+        if model.name != args.model:
+            raise GenzooError(f"the run in {str(out)!r} trains {model.name!r}, not {args.model!r}.")
+        record = state["config"].get("run", {})
+        args.data, args.root = record.get("data", args.data), record.get("root")
+        cfg = train_config_for(model, **{**record.get("train_config", {}), **train_overrides})
+    else:
+        cfg = train_config_for(registry.model_class(args.model), **{**(file or {}).get("train", {}), **train_overrides})
+    splits = tuple(data.load(args.data, split, args.root) for split in ("train", "val", "test"))
+    if args.resume:
+        if model.spec != splits[0].spec:
+            raise GenzooError(f"the data in {args.data!r} no longer match the run's spec.")
+    else:
+        model = registry.create(args.model, splits[0].spec, seed=cfg.seed, **{**(file or {}).get("config", {}), **overrides})
+        if RunDirectory(out).has_state():
+            raise GenzooError(f"{str(out)!r} already holds a run; continue it with --resume or choose another --out.")
+        record = _run_record(args, splits[0])
+    return model, cfg, record, splits
+
+
 def cmd_train(argv: Sequence[str]) -> int:
     from .evaluate import evaluate
-    from .train import train, train_config_for
+    from .train import train
     from .viz import save_grid
 
-    name = _prefix_parse(argv, "model")
+    pre = Parser(add_help=False)
+    pre.add_argument("model", nargs="?")
+    pre.add_argument("--config", default=None)
+    known = pre.parse_known_args(argv)[0]
+    file = read_run_file(known.config) if known.config else None
+    name = known.model if known.model and not known.model.startswith("-") else (file or {}).get("model")
     if name is None:
         if any(a in ("-h", "--help") for a in argv):
             _train_parser(None)[0].print_help()
             return 0
         raise GenzooError(f"genzoo train needs a model name; choose one of {', '.join(registry.list_models())}.")
+    if file and name != file["model"]:
+        raise GenzooError(f"the --config file trains {file['model']!r}, not {name!r}.")
     parser, model_flags, train_flags = _train_parser(registry.model_class(name))
     args = parser.parse_args(argv)
-    overrides, train_overrides = model_flags.values(args), train_flags.values(args)
-    out = Path(args.out or f"runs/{args.model}-{args.data}")
-
-    if args.resume:
-        meta = checkpoint.read_config(out / "last")
-        if meta["model"] != args.model:
-            raise GenzooError(f"the run in {str(out)!r} trains {meta['model']!r}, not {args.model!r}.")
-        if overrides or {k for k in train_overrides if k != "device"}:
-            raise GenzooError("a resumed run keeps its own configuration; pass only --out, --resume, --device and --no-progress.")
-        record = meta.get("run", {})
-        args.data, args.root = record.get("data", args.data), record.get("root")
-        model = checkpoint.build_from_config(meta)
-        cfg = train_config_for(model, **{**record.get("train_config", {}), **train_overrides})
-        train_data, val_data = data.load(args.data, "train", args.root), data.load(args.data, "val", args.root)
-        if model.spec != train_data.spec:
-            raise GenzooError(f"the data in {args.data!r} no longer matches the run's spec.")
-    else:
-        train_data, val_data = data.load(args.data, "train", args.root), data.load(args.data, "val", args.root)
-        model = registry.create(args.model, train_data.spec, **overrides)
-        cfg = train_config_for(model, **train_overrides)
-        if (out / "last" / "state.json").is_file() or (out / checkpoint.CONFIG_FILE).is_file():
-            raise GenzooError(f"{str(out)!r} already holds a run; continue it with --resume or choose another --out.")
-        record = _run_record(args, train_data)
+    args.model = name
+    recorded = file or {}
+    args.data = args.data or recorded.get("data") or "digits"
+    if args.root is None and args.data == recorded.get("data"):
+        args.root = recorded.get("root")
+    args.out = args.out or f"runs/{args.model}-{args.data}"
+    model, cfg, record, (train_data, val_data, test_data) = _train_setup(
+        args, model_flags.values(args), train_flags.values(args), file)
+    out = Path(args.out)
     print(f"training {args.model} on {args.data} ({len(train_data)} train / {len(val_data)} val images, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters) -> {out}", file=sys.stderr)
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, seed {cfg.seed}) -> {out}", file=sys.stderr)
     result = train(model, train_data, val_data, cfg, out_dir=out, progress=not args.no_progress,
                    resume=args.resume, record=record)
     device = model.device
     best = checkpoint.load(out).to(device)
-    test_data = data.load(args.data, "test", args.root)
-    summary: dict[str, Any] = {"model": args.model, "data": args.data, "out": str(out),
+    summary: dict[str, Any] = {"model": args.model, "data": args.data, "out": str(out), "seed": cfg.seed,
                                "best_step": result.best_step, result.metric: result.best_value}
     report = evaluate(best, test_data, cfg.val_batch_size, seed=cfg.seed)
     if "bits_per_dim" in report:
@@ -264,6 +307,11 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list, "train"
                                                        "eval": cmd_eval}
 
 
+def _error(message: str) -> None:
+    """One line on stderr, on a line of its own even when a progress bar was being drawn."""
+    print("\n" + message if sys.stderr.isatty() else message, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -280,15 +328,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             module_name, description = EXTRA_COMMANDS[command]
             return _module_command(module_name, f"genzoo {command}", description, rest)
         raise GenzooError(f"unknown command {command!r}; choose one of {', '.join([*COMMANDS, *EXTRA_COMMANDS])}.")
+    except Interrupted as e:
+        _error(f"genzoo: {e}")
+        return 130
     except GenzooError as e:
-        print(f"genzoo: error: {e}", file=sys.stderr)
+        _error(f"genzoo: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("genzoo: interrupted.", file=sys.stderr)
+        _error("genzoo: interrupted.")
         return 130
+    except MemoryError:
+        _error("genzoo: error: out of memory; try a smaller --batch-size or model.")
+        return 2
     except OSError as e:
         where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
-        print(f"genzoo: error: cannot use{where}: {e.strerror or e}.", file=sys.stderr)
+        _error(f"genzoo: error: cannot use{where}: {e.strerror or e}.")
         return 2
 
 

@@ -10,6 +10,9 @@ import dataclasses
 import importlib
 from typing import Any
 
+import torch
+
+from . import configs
 from .data.spec import DataSpec
 from .errors import GenzooError
 from .models.base import GenerativeModel, check_model_class
@@ -102,25 +105,48 @@ def config_fields(name: str) -> list[dataclasses.Field]:
     return list(dataclasses.fields(_resolve(name).Config))
 
 
-def make_config(name: str, overrides: dict[str, Any]) -> Any:
-    """Build `name`'s frozen config from overrides, one clear sentence for unknown fields or bad values."""
-    cls = _resolve(name)
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise GenzooError(f"model {name!r} has no config field {unknown[0]!r}; its fields are: {', '.join(sorted(known))}.")
+def make_config(name: str, overrides: dict[str, Any], require_all: bool = False) -> Any:
+    """Build `name`'s frozen config from `overrides`, checked field by field (genzoo.configs): one
+    clear sentence for an unknown or (with `require_all`, as in a checkpoint) missing field, a wrong
+    type or a bad value."""
+    return configs.build(_resolve(name).Config, overrides, f"the config of model {name!r}", require_all)
+
+
+def check_seed(seed: Any) -> int:
+    """A seed is an integer in [0, 2^63 - 1]; one sentence otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise GenzooError(f"a seed must be an integer from 0 to 2^63 - 1, got {seed!r}.")
+    return seed
+
+
+def check_size(cls: type[GenerativeModel], spec: DataSpec, config: Any) -> None:
+    """Refuse, in one sentence, a config whose model would hold more than MAX_PARAMETERS parameters:
+    the model is first built on the meta device, which allocates no memory."""
     try:
-        return cls.Config(**overrides)
-    except (TypeError, ValueError) as e:
-        raise GenzooError(f"bad config for model {name!r}: {e}.") from e
+        with torch.device("meta"):
+            count = sum(p.numel() for p in cls(spec, config).parameters())
+    except GenzooError:
+        raise
+    except Exception:  # a constructor that computes on its tensors cannot run on meta: build for real
+        return
+    if count > configs.MAX_PARAMETERS:
+        raise GenzooError(f"this {cls.name} config would have {count:,} parameters; genzoo builds at most "
+                          f"{configs.MAX_PARAMETERS:,} (check the sizes in the config).")
 
 
-def create(name: str, spec: DataSpec, **overrides: Any) -> GenerativeModel:
-    """Build model `name` for data of `spec`; `overrides` are fields of its config dataclass."""
+def create(name: str, spec: DataSpec, seed: int | None = None, **overrides: Any) -> GenerativeModel:
+    """Build model `name` for data of `spec`; `overrides` are fields of its config dataclass.
+
+    With `seed`, torch's global generator is seeded first, so the initial weights repeat exactly.
+    """
     if not isinstance(spec, DataSpec):
         raise GenzooError(f"create() needs a DataSpec, got {type(spec).__name__}.")
     cls = _resolve(name)
-    model = cls(spec, make_config(name, overrides))
+    config = make_config(name, overrides)
+    check_size(cls, spec, config)
+    if seed is not None:
+        torch.manual_seed(check_seed(seed))
+    model = cls(spec, config)
     model.train()
     return model
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import __version__, configs
 from .data.spec import Dataset
-from .errors import GenzooError
+from .errors import GenzooError, Interrupted
 from .evaluate import log_likelihood_batched, mean_loss, to_bits_per_dim
 from .models.base import GenerativeModel
+from .registry import check_seed
 from .rundir import STATE_DIR, RunDirectory, optimizer_from_flat, rng_state, set_rng_state
 
 # Old names of training options, read from the records of earlier runs.
@@ -56,6 +59,7 @@ class TrainConfig:
     val_batch_size: int = 256
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         for name in ("steps", "batch_size", "eval_every", "val_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise GenzooError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
@@ -84,7 +88,8 @@ def train_config_for(model: GenerativeModel | type[GenerativeModel], **overrides
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise GenzooError(f"unknown training option {unknown[0]!r}; the options are: {', '.join(sorted(known))}.")
-    return TrainConfig(**{**model.train_defaults, **{k: v for k, v in overrides.items() if v is not None}})
+    values = {**model.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    return configs.build(TrainConfig, values, "the training options")
 
 
 @dataclass
@@ -109,6 +114,10 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as e:
         raise GenzooError(f"unknown device {name!r}.") from e
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise GenzooError(f"genzoo trains on cpu, cuda or mps, not on {name!r}.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GenzooError(f"device {name!r} was asked for but MPS is not available here.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GenzooError(f"device {name!r} was asked for but CUDA is not available here.")
     return device
@@ -311,21 +320,38 @@ def train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None,
     if train_data.spec != model.spec:
         raise GenzooError(f"the data has spec {train_data.spec} but the model was built for {model.spec}.")
     run = RunDirectory(out_dir)
-    if resume and not run.has_state():
-        raise GenzooError(f"there is no run to resume in {str(out_dir)!r} (no {STATE_DIR}/state.json).")
     device = resolve_device(cfg.device)
+    run.lock()
+    try:
+        return _train(model, train_data, val_data, cfg, run, device, progress, resume, record, stop_after)
+    finally:
+        run.unlock()
+
+
+def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
+           run: RunDirectory, device: torch.device, progress: bool, resume: bool, record: dict[str, Any] | None,
+           stop_after: int | None) -> TrainResult:
+    if resume and not run.has_state():
+        raise GenzooError(f"there is no run to resume in {str(run.path)!r} (no {STATE_DIR}/state.json).")
+    if not resume:
+        if run.has_state():
+            raise GenzooError(f"{str(run.path)!r} already holds a run; continue it with --resume or choose another --out.")
+        run.reset()  # what a run killed before its first saved state left behind
     model.to(device)
     torch.manual_seed(cfg.seed)
+    versions = {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     loop = _Loop(model, cfg, run, device, train_data,
                  val_data if val_data is not None and len(val_data) > 0 else train_data,
-                 {**(record or {}), "train_config": dataclasses.asdict(cfg), "stages": list(model.stages)},
+                 {**(record or {}), "seed": cfg.seed, "versions": versions, "train_config": dataclasses.asdict(cfg),
+                  "stages": list(model.stages)},
                  progress, stop_after, torch.Generator().manual_seed(cfg.seed + 1))
     start_stage, resumed = 0, None
     if resume:
+        run.clean()
         ema = copy.deepcopy(model)
         state, opt_tensors, rng = run.load_state(model, ema)
         if state.get("finished"):
-            raise GenzooError(f"the run in {str(out_dir)!r} has already finished all {state['global_step']} steps.")
+            raise GenzooError(f"the run in {str(run.path)!r} has already finished all {state['global_step']} steps.")
         start_stage = int(state["stage_index"])
         loop.best_value, loop.best_step = float(state["best_value"]), int(state["best_step"])
         resumed = (state, opt_tensors, rng, ema)
@@ -344,7 +370,7 @@ def train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None,
     except KeyboardInterrupt:
         if run.path is not None:
             # progress since the last evaluation is dropped; the saved state is consistent
-            raise GenzooError(f"interrupted; the run in {str(run.path)!r} is saved at its last evaluation, "
+            raise Interrupted(f"interrupted; the run in {str(run.path)!r} is saved at its last evaluation, "
                               f"continue it with --resume.") from None
         raise
     result.best_value, result.best_step = loop.best_value, loop.best_step

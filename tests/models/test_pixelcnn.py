@@ -114,5 +114,5 @@ def test_bad_arguments_are_one_clear_sentence():
         model.log_likelihood(torch.full((1, 1, 4, 4), 5))
     with pytest.raises(genzoo.GenzooError, match="at least the 3 image channels"):
         genzoo.create("pixelcnn", DataSpec(3, 4, 4, 5), hidden_channels=2)
-    with pytest.raises(genzoo.GenzooError, match="no config field"):
+    with pytest.raises(genzoo.GenzooError, match="has no field .hidden."):
         genzoo.create("pixelcnn", spec, hidden=3)
