@@ -135,11 +135,11 @@ def cmd_train(argv: Sequence[str]) -> int:
     from .viz import save_grid
 
     pre = Parser(add_help=False)
-    pre.add_argument("model", nargs="?")
     pre.add_argument("--config", default=None)
-    known = pre.parse_known_args(argv)[0]
-    file = read_run_file(known.config) if known.config else None
-    name = known.model if known.model and not known.model.startswith("-") else (file or {}).get("model")
+    file = read_run_file(pre.parse_known_args(argv)[0].config) if "--config" in argv or any(
+        a.startswith("--config=") for a in argv) else None
+    given = argv[0] if argv and not argv[0].startswith("-") else None  # MODEL comes first
+    name = given or (file or {}).get("model")
     if name is None:
         if any(a in ("-h", "--help") for a in argv):
             _train_parser(None)[0].print_help()

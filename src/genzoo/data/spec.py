@@ -49,17 +49,28 @@ class DataSpec:
         except (KeyError, TypeError, ValueError) as e:
             raise GenzooError(f"a data spec needs integer channels, height, width and levels, got {d!r}.") from e
 
-    def check(self, x: Tensor, what: str = "x") -> None:
-        """Raise a GenzooError unless `x` is a (B, C, H, W) integer tensor of levels in [0, K-1]."""
+    def check(self, x: Any, what: str = "x") -> Tensor:
+        """`x` as int64 levels (B, C, H, W) of this spec, B >= 1, or one GenzooError sentence.
+
+        Integer tensors of any width (uint8, int32, ...) and numpy arrays are converted to int64.
+        """
+        if type(x).__module__ == "numpy" and hasattr(x, "dtype"):
+            try:
+                x = torch.from_numpy(x)
+            except TypeError as e:
+                raise GenzooError(f"{what} has a numpy dtype torch cannot read: {x.dtype}.") from e
         if not isinstance(x, Tensor):
-            raise GenzooError(f"{what} must be a torch.Tensor, got {type(x).__name__}.")
+            raise GenzooError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}.")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
             raise GenzooError(f"{what} must have shape (B, {self.channels}, {self.height}, {self.width}), got {tuple(x.shape)}.")
+        if x.shape[0] == 0:
+            raise GenzooError(f"{what} is an empty batch; give at least one image.")
         if x.dtype.is_floating_point or x.dtype == torch.bool or x.dtype.is_complex:
             raise GenzooError(f"{what} must hold integer levels (int64), got dtype {x.dtype}.")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.levels - 1):
+        if int(x.min()) < 0 or int(x.max()) > self.levels - 1:
             raise GenzooError(f"{what} must hold levels in [0, {self.levels - 1}], "
                               f"got values in [{int(x.min())}, {int(x.max())}].")
+        return x.long()
 
 
 @dataclass

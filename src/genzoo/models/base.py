@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from typing import Any, ClassVar, Iterator, Literal, NamedTuple
 
@@ -178,9 +179,10 @@ class GenerativeModel(nn.Module):
             return t.device
         return torch.device("cpu")
 
-    def check_input(self, x: Tensor, what: str = "x") -> None:
-        """One clear sentence unless x is (B, C, H, W) integer levels of this model's spec."""
-        self.spec.check(x, what)
+    def check_input(self, x: Any, what: str = "x") -> Tensor:
+        """x as int64 levels (B, C, H, W) of this model's spec (any integer tensor or numpy array is
+        converted), on the model's device; one clear sentence otherwise."""
+        return self.spec.check(x, what).to(self.device)
 
     def check_n(self, n: int) -> int:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -239,6 +241,6 @@ def check_range(value: float, name: str, lo: float, hi: float) -> None:
 
 
 def check_temperature(temperature: float) -> float:
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise GenzooError(f"temperature must be a positive number, got {temperature!r}.")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise GenzooError(f"temperature must be a positive finite number, got {temperature!r}.")
     return float(temperature)

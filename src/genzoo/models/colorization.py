@@ -217,7 +217,7 @@ class Colorization(GenerativeModel):
     # -- network ----------------------------------------------------------------------------------
     def logits(self, x: Tensor) -> Tensor:
         """Bin scores (B, Q, H, W) from the lightness of RGB levels x (B, 3, H, W); each pixel is one classification."""
-        self.check_input(x)
+        x = self.check_input(x)
         return self._logits(self.to_lab(x)[:, :1])
 
     def _logits(self, L: Tensor) -> Tensor:
@@ -229,7 +229,7 @@ class Colorization(GenerativeModel):
 
     def loss(self, x: Tensor) -> Tensor:
         """Cross-entropy of the true bins, nats per pixel, weighted by the rebalancing weights if on."""
-        self.check_input(x)
+        x = self.check_input(x)
         lab = self.to_lab(x)
         target = self.to_bins(lab[:, 1:])
         ce = F.cross_entropy(self._logits(lab[:, :1]), target, reduction="none")
@@ -249,7 +249,7 @@ class Colorization(GenerativeModel):
     @torch.no_grad()
     def bin_frequencies(self, x: Tensor, batch_size: int = 256) -> Tensor:
         """Fraction of the pixels of RGB levels x (N, 3, H, W) in each bin, (Q,) float64."""
-        self.check_input(x)
+        x = self.check_input(x)
         counts = torch.zeros(self.num_bins, dtype=torch.float64)
         for i in range(0, len(x), batch_size):
             bins = self.to_bins(self.to_lab(x[i:i + batch_size].to(self.device))[:, 1:])
@@ -294,7 +294,7 @@ class Colorization(GenerativeModel):
     @torch.no_grad()
     def grey(self, x: Tensor) -> Tensor:
         """RGB levels of the lightness of x alone (a = b = 0): what the network sees."""
-        self.check_input(x)
+        x = self.check_input(x)
         L = self.to_lab(x)[:, 0]
         rgb = lab_to_rgb_in_gamut(L, torch.zeros_like(L).unsqueeze(1).expand(-1, 2, -1, -1))
         return (rgb * (self.spec.levels - 1)).round().long()
@@ -308,7 +308,7 @@ class Colorization(GenerativeModel):
         n = self.check_n(n)
         if given is None:
             raise GenzooError("colorization is conditional: call colorize(x), or pass the images to colorize as given.")
-        self.check_input(given, "given")
+        given = self.check_input(given, "given")
         if len(given) != n:
             raise GenzooError(f"given must hold {n} images, got {len(given)}.")
         return self.colorize(given.to(self.device), temperature)

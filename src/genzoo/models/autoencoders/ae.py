@@ -109,7 +109,7 @@ class AE(GenerativeModel):
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes z = E(x), (B, latent_dim), of levels x (B, C, H, W)."""
-        self.check_input(x)
+        x = self.check_input(x)
         return self.encoder(self._input(x))
 
     def decode(self, z: Tensor) -> Tensor:
@@ -129,7 +129,7 @@ class AE(GenerativeModel):
 
     def loss(self, x: Tensor) -> Tensor:
         """Mean squared reconstruction error in [-1, 1] space, ||G(E(x)) - x||^2 / D."""
-        self.check_input(x)
+        x = self.check_input(x)
         v = self._input(x)
         z = self.encoder(v)
         if self.training:
@@ -151,7 +151,7 @@ class AE(GenerativeModel):
     @torch.no_grad()
     def fit_codes(self, x: Tensor, batch_size: int = 256) -> None:
         """Set the code Gaussian to the exact mean and covariance of the codes of `x` (eval mode)."""
-        self.check_input(x)
+        x = self.check_input(x)
         with evaluating(self):
             z = torch.cat([self.encode(x[i:i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)])
         z = z.to(self.code_mean.dtype)
@@ -218,7 +218,7 @@ class DenoisingAE(AE):
         mask:         0 with probability drop_rate, else x
         salt_pepper:  0 or K-1 (equal odds) with probability salt_pepper_rate, else x
         """
-        self.check_input(x)
+        x = self.check_input(x)
         cfg, top = self.config, self.spec.levels - 1
         x = x.long()
         if cfg.corruption == "gaussian":
@@ -233,7 +233,7 @@ class DenoisingAE(AE):
     def loss(self, x: Tensor) -> Tensor:
         """||G(E(c(x))) - x||^2 / D in [-1, 1] space: reconstruct the clean image from a corrupted one.
         The running code statistics are those of the corrupted inputs the encoder sees."""
-        self.check_input(x)
+        x = self.check_input(x)
         z = self.encoder(self._input(self.corrupt(x)))
         if self.training:
             self._update_code_stats(z.detach())

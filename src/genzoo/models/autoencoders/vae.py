@@ -92,7 +92,7 @@ class VAE(LikelihoodModel):
     # -- q(z | x) and p(x | z) ----------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(z | x) = N(mu, diag exp(log_var)): (mu, log_var), each (B, latent_dim)."""
-        self.check_input(x)
+        x = self.check_input(x)
         v = to_centered(x, self.spec.levels, self.encoder.input.weight.dtype)
         mu, log_var = self.encoder(v).chunk(2, dim=1)
         return mu, log_var

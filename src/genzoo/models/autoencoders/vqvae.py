@@ -234,7 +234,7 @@ class VQModel(LikelihoodModel):
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """argmax p(x' | z_q(x)): the decoder's most probable levels given the codes of x, int64."""
-        self.check_input(x)
+        x = self.check_input(x)
         with torch.no_grad():
             return self._to_levels(self._forward(self._input(x), update=False)[0])
 
@@ -249,7 +249,7 @@ class VQModel(LikelihoodModel):
         units, so only the first term is in nats.
         Stage "prior": nats per code, -log p(codes) summed over the code levels and divided by the
         number of codes of all levels, the codes of x from the frozen encoder."""
-        self.check_input(x)
+        x = self.check_input(x)
         if self.stage == "prior":
             with torch.no_grad():
                 codes = self._codes(x)
@@ -266,7 +266,7 @@ class VQModel(LikelihoodModel):
 
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """log p(x | z_q(x)) + log p(z_q(x)) <= log P(x), in nats (B,); kind "lower_bound"."""
-        self.check_input(x)
+        x = self.check_input(x)
         logits, quantized = self._forward(self._input(x), update=False)
         nats = categorical_log_prob(logits, x)
         for lp in self._prior_log_probs([q.codes for q in quantized]):
@@ -353,7 +353,7 @@ class VQVAE(VQModel):
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes (B, h, w) int64 of levels x (B, C, H, W)."""
-        self.check_input(x)
+        x = self.check_input(x)
         with torch.no_grad():
             return self._codes(x)[0]
 

@@ -103,7 +103,7 @@ class VQVAE2(VQVAE):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """(top codes (B, h', w'), bottom codes (B, h, w)), int64, of levels x (B, C, H, W)."""
-        self.check_input(x)
+        x = self.check_input(x)
         with torch.no_grad():
             top, bottom = self._codes(x)
         return top, bottom

@@ -149,7 +149,7 @@ class GatedPixelCNN(LikelihoodModel):
     def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Per-sub-pixel class scores (B, K, C, H, W); entry i depends only on sub-pixels before i."""
         if not x.dtype.is_floating_point:
-            self.check_input(x)
+            x = self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
             raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), "
                               f"got {tuple(x.shape)}.")
@@ -168,12 +168,12 @@ class GatedPixelCNN(LikelihoodModel):
     # -- the contract -------------------------------------------------------------------------
     def log_likelihood(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
         """Exact log P(x) (or log P(x | labels)) in nats, (B,)."""
-        self.check_input(x)
+        x = self.check_input(x)
         return LogLikelihood(categorical_log_prob(self.logits(x, labels), x), "exact")
 
     def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
-        self.check_input(x)
+        x = self.check_input(x)
         return F.cross_entropy(self.logits(x, labels), x)
 
     @torch.no_grad()

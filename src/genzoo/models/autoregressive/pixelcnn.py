@@ -99,7 +99,7 @@ class PixelCNN(LikelihoodModel):
     def logits(self, x: Tensor) -> Tensor:
         """Per-sub-pixel class scores (B, K, C, H, W); entry i depends only on sub-pixels before i."""
         if not x.dtype.is_floating_point:
-            self.check_input(x)
+            x = self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
             raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), "
                               f"got {tuple(x.shape)}.")
@@ -117,12 +117,12 @@ class PixelCNN(LikelihoodModel):
 
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """Exact log P(x) in nats, (B,)."""
-        self.check_input(x)
+        x = self.check_input(x)
         return LogLikelihood(categorical_log_prob(self.logits(x), x), "exact")
 
     def loss(self, x: Tensor) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
-        self.check_input(x)
+        x = self.check_input(x)
         return F.cross_entropy(self.logits(x), x)
 
     @torch.no_grad()

@@ -233,14 +233,14 @@ class PixelCNNPlusPlus(LikelihoodModel):
     def logits(self, x: Tensor) -> Tensor:
         """Per-sub-pixel log-probabilities of every level (B, K, C, H, W), each channel given the true
         earlier channels of its pixel; they sum over channels at the true levels to log_likelihood."""
-        self.check_input(x)
+        x = self.check_input(x)
         params = self.params(x)
         return torch.stack([self.conditional_log_probs(params, x, c) for c in range(self.spec.channels)], dim=2)
 
     # -- the contract -------------------------------------------------------------------------
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """Exact log P(x) in nats, (B,): sum over pixels of logsumexp_m(log pi_m + sum_c log L(x_c | m))."""
-        self.check_input(x)
+        x = self.check_input(x)
         return LogLikelihood(torch.logsumexp(self.mixture_log_probs(self.params(x), x), dim=1).flatten(1).sum(1), "exact")
 
     def loss(self, x: Tensor) -> Tensor:

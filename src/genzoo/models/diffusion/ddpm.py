@@ -288,7 +288,7 @@ class DDPM(LikelihoodModel):
         "hybrid": that simple loss plus vlb_weight * L_vlb, with L_vlb = (T L_t + L_T) / D the
         one-step estimate of the negative bound in nats per dimension (mean held fixed in it).
         "vlb": L_vlb alone, nats per dimension."""
-        self.check_input(x)
+        x = self.check_input(x)
         x0 = self.to_model_space(x)
         B, T = x0.shape[0], self.process.timesteps
         t = torch.randint(0, T, (B,), device=x0.device)
@@ -315,7 +315,7 @@ class DDPM(LikelihoodModel):
     @torch.no_grad()
     def bound_terms(self, x: Tensor, t_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """L_t (B, len(t_values)) in nats at each given step, with x_t ~ q(x_t | x_0) drawn per step."""
-        self.check_input(x)
+        x = self.check_input(x)
         x0 = self.to_model_space(x)
         out = []
         for t in t_values.tolist():

@@ -292,7 +292,7 @@ class ScoreSDE(LikelihoodModel):
         """Denoising score matching with lambda(t) = s(t)^2, which is the mean squared error of the
         noise, E ||eps_theta(x_t, t) - eps||^2 / D (a squared error per dimension, not a likelihood),
         batch mean over one t ~ U(t_min, 1) and one eps per image."""
-        self.check_input(x)
+        x = self.check_input(x)
         x0 = self.dequantize(x)
         B = x0.shape[0]
         t = torch.rand(B, dtype=x0.dtype, device=x0.device) * (1 - self.config.t_min) + self.config.t_min
@@ -312,7 +312,7 @@ class ScoreSDE(LikelihoodModel):
         (unbiased for the bound's integrand); method "rk45" (adaptive, rtol/atol, by default the
         config's ode_rtol/ode_atol) or "rk4" (`steps`).
         """
-        self.check_input(x)
+        x = self.check_input(x)
         rtol = self.config.ode_rtol if rtol is None else rtol
         atol = self.config.ode_atol if atol is None else atol
         if divergence not in DIVERGENCES:

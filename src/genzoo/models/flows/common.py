@@ -152,7 +152,7 @@ class FlowModel(LikelihoodModel):
 
     def log_likelihood(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats, (B,): log mean_s p(v_s) - D log K, v_s = (x + U_s) / K."""
-        self.check_input(x)
+        x = self.check_input(x)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise GenzooError(f"num_samples must be a positive integer, got {num_samples!r}.")
         B, D, K = x.shape[0], self.spec.dims, self.spec.levels
@@ -167,7 +167,7 @@ class FlowModel(LikelihoodModel):
 
         Every layer's output and log-det is checked: a non-finite one raises a GenzooError naming it.
         """
-        self.check_input(x)
+        x = self.check_input(x)
         D, K = self.spec.dims, self.spec.levels
         v = dequantize(x, K, dtype=self.dtype)
         log_p = self._log_density_v(v, check=True)
