@@ -115,9 +115,9 @@ def test_a_state_whose_files_do_not_belong_together_is_refused(tmp_path, capsys)
 
 def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from genzoo.rundir import RunDirectory; "
-                               "run = RunDirectory(sys.argv[1]); run.lock(); print('locked', flush=True); time.sleep(60)", str(out)],
-                              stdout=subprocess.PIPE, text=True)
+    code = ("import sys, time; from genzoo.rundir import RunDirectory; "
+            "run = RunDirectory(sys.argv[1]); run.lock(); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(["train", *SMALL, "--out", str(out)]) == 2
