@@ -13,3 +13,10 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _away_from_the_checkout(tmp_path_factory, monkeypatch):
+    """Every test runs in a fresh directory: nothing a test writes by default (runs/...) lands in the
+    user's checkout, and a run left there by `genzoo train` cannot change a test's outcome."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -50,6 +50,11 @@ def test_train_eval_sample_on_digits(tmp_path, capsys):
     (["eval", "/no/such/run"], "does not exist"),
     (["sample", "/no/such/run"], "does not exist"),
     (["frobnicate"], "unknown command"),
+    (["train", "pixelcnn", "--seed", "-1"], "seed must be an integer from 0"),
+    (["train", "pixelcnn", "--seed", str(2**63)], "seed must be an integer from 0"),
+    (["train", "pixelcnn", "--device", "meta"], "not on 'meta'"),
+    (["train", "pixelcnn", "--hidden-channels", "1000000000"], "at most 100,000"),
+    (["train", "--config", "/no/such/run.json"], "does not exist"),
 ])
 def test_user_mistakes_are_one_sentence_and_a_nonzero_exit(argv, words, capsys):
     assert main(argv) == 2

@@ -242,6 +242,7 @@ def cmd_sample(argv: Sequence[str]) -> int:
     args, routed, meta = parsed
     if args.n < 1:
         raise GenzooError(f"--n must be a positive integer, got {args.n}.")
+    registry.check_seed(args.seed)
     out = Path(args.out) if args.out else Path(args.dir) / "samples" / "sample.png"
     if out.suffix.lower() != ".png":
         raise GenzooError(f"--out must name a .png file, got {str(out)!r}.")
@@ -274,6 +275,9 @@ def cmd_eval(argv: Sequence[str]) -> int:
     if parsed is None:
         return 0
     args, routed, meta = parsed
+    if args.batch_size < 1:
+        raise GenzooError(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    registry.check_seed(args.seed)
     model = _load_run(args.dir, args.device)
     ds = run_data(meta, args.data, args.root, args.split)
     report: dict[str, Any] = {"model": meta["model"], "data": ds.name, "split": args.split, "images": len(ds)}

@@ -23,7 +23,7 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def check_value(value: Any, annotation: Any, where: str) -> Any:
+def check_value(value: Any, annotation: Any, where: str, max_int: int | None = MAX_INT) -> Any:
     """`value` converted to the field's annotation where JSON loses the type (lists -> tuples,
     integral numbers -> float), or one GenzooError sentence naming `where`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -34,7 +34,7 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
         errors = []
         for a in inner:
             try:
-                return check_value(value, a, where)
+                return check_value(value, a, where, max_int)
             except GenzooError as e:
                 errors.append(e)
         raise errors[0] if len(errors) == 1 else GenzooError(
@@ -49,7 +49,7 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
         if len(value) > 64:
             raise GenzooError(f"{where} has {len(value)} entries; at most 64 are allowed.")
         item = args[0] if args else Any
-        return tuple(check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(check_value(v, item, f"{where}[{i}]", max_int) for i, v in enumerate(value))
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -57,8 +57,8 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise GenzooError(f"{where} must be an integer, got {value!r}.")
-        if abs(value) > MAX_INT:
-            raise GenzooError(f"{where} is {value}; genzoo allows at most {MAX_INT:,} for an integer setting.")
+        if max_int is not None and abs(value) > max_int:
+            raise GenzooError(f"{where} is {value}; genzoo allows at most {max_int:,} for an integer setting.")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -73,9 +73,10 @@ def check_value(value: Any, annotation: Any, where: str) -> Any:
     return value  # nested configs and other types: the dataclass's own __post_init__ checks them
 
 
-def check_fields(cls: type, values: Any, what: str, require_all: bool = False) -> dict[str, Any]:
+def check_fields(cls: type, values: Any, what: str, require_all: bool = False,
+                 max_int: int | None = MAX_INT) -> dict[str, Any]:
     """`values` (a dict of field -> value) checked against dataclass `cls`: no unknown field, no
-    missing one when `require_all`, each value of its field's type."""
+    missing one when `require_all`, each value of its field's type (integers capped at `max_int`)."""
     if not isinstance(values, dict):
         raise GenzooError(f"{what} must be a JSON object of fields, got {type(values).__name__}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -87,12 +88,13 @@ def check_fields(cls: type, values: Any, what: str, require_all: bool = False) -
         if missing:
             raise GenzooError(f"{what} lacks the field {missing[0]!r}.")
     hints = typing.get_type_hints(cls)
-    return {name: check_value(value, hints[name], f"{what}: {name}") for name, value in values.items()}
+    return {name: check_value(value, hints[name], f"{what}: {name}", max_int) for name, value in values.items()}
 
 
-def build(cls: type, values: dict[str, Any], what: str, require_all: bool = False) -> Any:
+def build(cls: type, values: dict[str, Any], what: str, require_all: bool = False,
+          max_int: int | None = MAX_INT) -> Any:
     """The dataclass instance, after check_fields; one sentence for what its own checks refuse."""
-    checked = check_fields(cls, values, what, require_all)
+    checked = check_fields(cls, values, what, require_all, max_int)
     try:
         return cls(**checked)
     except GenzooError:

@@ -89,7 +89,9 @@ def train_config_for(model: GenerativeModel | type[GenerativeModel], **overrides
     if unknown:
         raise GenzooError(f"unknown training option {unknown[0]!r}; the options are: {', '.join(sorted(known))}.")
     values = {**model.train_defaults, **{k: v for k, v in overrides.items() if v is not None}}
-    return configs.build(TrainConfig, values, "the training options")
+    cfg = configs.build(TrainConfig, values, "the training options", max_int=None)  # steps and seeds may be large
+    resolve_device(cfg.device)
+    return cfg
 
 
 @dataclass

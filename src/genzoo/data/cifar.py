@@ -25,6 +25,7 @@ import torch
 
 from ..errors import GenzooError
 from .idx import check_root, requantize
+from .limits import read_bytes
 from .spec import Dataset, DataSpec, check_split, holdout_split
 
 SPEC = DataSpec(channels=3, height=32, width=32, levels=256)
@@ -94,10 +95,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def restricted_load(path: Path) -> Any:
     """Unpickle `path` with `RestrictedUnpickler` (Python 2 strings decoded as latin1, as numpy needs)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise GenzooError(f"cannot read {path}: {e.strerror or e}.") from e
+    data = read_bytes(path)
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except RefusedGlobal as e:
@@ -116,10 +114,7 @@ def _check_labels(labels: np.ndarray, n: int, path: Path) -> None:
 
 def read_binary_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one binary batch."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise GenzooError(f"cannot read {path}: {e.strerror or e}.") from e
+    data = read_bytes(path)
     if len(data) == 0 or len(data) % RECORD_BYTES:
         raise GenzooError(f"{path} is truncated or corrupt: it holds {len(data)} bytes, "
                           f"not a whole number of {RECORD_BYTES}-byte records.")
@@ -138,10 +133,13 @@ def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != RECORD_BYTES - 1:
         raise GenzooError(f"{path} is not a CIFAR-10 python batch: its 'data' is not an (N, 3072) uint8 array.")
+    flat = isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"
+    if not flat and not (isinstance(labels, (list, tuple)) and all(type(v) is int for v in labels)):
+        raise GenzooError(f"{path} is not a CIFAR-10 python batch: its 'labels' are not a flat list of integers.")
     try:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise GenzooError(f"{path} is not a CIFAR-10 python batch: its 'labels' are not integers.") from None
+        labels = np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise GenzooError(f"{path} is corrupt: it holds labels outside 0 to 9.") from None
     _check_labels(labels, len(data), path)
     return data.reshape(-1, 3, 32, 32), labels
 

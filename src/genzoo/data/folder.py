@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..errors import GenzooError
 from .idx import check_root
+from .limits import MAX_IMAGE_PIXELS
 from .spec import Dataset, DataSpec, check_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -51,9 +52,19 @@ def list_images(root: Path) -> list[Path]:
 def read_image(path: Path, size: int, grayscale: bool) -> np.ndarray:
     """One image as (C, size, size) uint8: shorter side resized to `size`, centre-cropped."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=("PNG", "JPEG")) as img:
+            expected = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+            if img.format != expected:
+                raise GenzooError(f"{path} holds a {img.format} image under a {path.suffix} name; genzoo reads "
+                                  f"only PNG and JPEG files by their right names.")
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise GenzooError(f"{path} claims {w} x {h} pixels, more than genzoo decodes in one image "
+                                  f"({MAX_IMAGE_PIXELS:,}).")
             img = img.convert("L" if grayscale else "RGB")
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    except MemoryError as e:
+        raise GenzooError(f"{path} does not fit in memory once decoded.") from e
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as e:
         raise GenzooError(f"{path} is not a readable PNG or JPEG image: it is corrupt, truncated or of another format.") from e
     w, h = img.size
     scale = size / min(w, h)

@@ -13,37 +13,22 @@ its last 10% (`holdout_split`), "test" the t10k files. Levels are the 256 grey v
 """
 from __future__ import annotations
 
-import gzip
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import GenzooError
+from .limits import read_bytes
 from .spec import Dataset, DataSpec, check_split, holdout_split
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-_GZIP_MAGIC = b"\x1f\x8b"
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise GenzooError(f"cannot read {path}: {e.strerror or e}.") from e
-    if path.suffix == ".gz" or data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise GenzooError(f"{path} is not a valid gzip file: it is truncated or corrupt.") from e
-    return data
 
 
 def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
@@ -53,7 +38,7 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     exactly the prod(sizes) bytes its header promises.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if len(data) < 4:
         raise GenzooError(f"{path} is not an IDX file: it holds only {len(data)} bytes, fewer than a header.")
     magic = int.from_bytes(data[:4], "big")
