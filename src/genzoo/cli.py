@@ -79,7 +79,7 @@ def _train_parser(cls: type[GenerativeModel] | None) -> tuple[Parser, Flags | No
 
 
 def cmd_train(argv: Sequence[str]) -> int:
-    from .evaluate import evaluate
+    from .evaluate import describe_bits_per_dim, evaluate
     from .train import train, train_config_for
     from .viz import save_grid
 
@@ -123,11 +123,16 @@ def cmd_train(argv: Sequence[str]) -> int:
     test_data = data.load(args.data, "test", args.root)
     summary: dict[str, Any] = {"model": args.model, "data": args.data, "out": str(out),
                                "best_step": result.best_step, result.metric: result.best_value}
-    report = evaluate(best, test_data, cfg.val_batch_size, seed=cfg.seed)
+    # the end-of-run figure is the validation objective on the test split: an estimate with its
+    # error; `genzoo eval` computes the full likelihood
+    report = evaluate(best, test_data, cfg.val_batch_size, seed=cfg.seed, objective="validation",
+                      progress=not args.no_progress)
     if "bits_per_dim" in report:
-        summary.update({"test_bpd": report["bits_per_dim"], "kind": report["kind"]})
-        print(f"test bits/dim: {report['bits_per_dim']:.4f} ({report['kind'].replace('_', ' ')})")
-    summary["test_metrics"] = {k: v for k, v in report.items() if k not in ("bits_per_dim", "kind")}
+        summary.update({"test_bpd": report["bits_per_dim"], "test_bpd_se": report["bits_per_dim_se"],
+                        "kind": report["kind"], "estimate": report["estimate"]})
+        print(f"test bits/dim: {describe_bits_per_dim(report)}")
+    summary["test_metrics"] = {k: v for k, v in report.items()
+                               if k not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate")}
     if cfg.grid_size and not best.conditional:
         g = torch.Generator(device=device).manual_seed(cfg.seed)
         save_grid(best.sample(cfg.grid_size, generator=g), best.spec, out / "samples.png")
@@ -215,7 +220,7 @@ def cmd_sample(argv: Sequence[str]) -> int:
 
 
 def cmd_eval(argv: Sequence[str]) -> int:
-    from .evaluate import evaluate
+    from .evaluate import describe_bits_per_dim, evaluate
 
     def own(parser: Parser) -> None:
         parser.add_argument("--data", default=None, help="dataset (default: the run's)")
@@ -225,6 +230,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--device", default="auto")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     parsed = _run_parser("genzoo eval", "Bits/dim (with its kind) and task metrics of a trained model.",
                          argv, ("log_likelihood", "task_metrics"), own)
@@ -234,14 +240,15 @@ def cmd_eval(argv: Sequence[str]) -> int:
     model = _load_run(args.dir, args.device)
     ds = run_data(meta, args.data, args.root, args.split)
     report: dict[str, Any] = {"model": meta["model"], "data": ds.name, "split": args.split, "images": len(ds)}
-    report.update(evaluate(model, ds, args.batch_size, args.seed, routed["log_likelihood"], routed["task_metrics"]))
+    report.update(evaluate(model, ds, args.batch_size, args.seed, routed["log_likelihood"], routed["task_metrics"],
+                           progress=not (args.no_progress or args.json)))
     if args.json:
         print(json.dumps(report))
         return 0
     if "bits_per_dim" in report:
-        print(f"{args.split} bits/dim: {report['bits_per_dim']:.4f} ({report['kind'].replace('_', ' ')})")
+        print(f"{args.split} bits/dim: {describe_bits_per_dim(report)}")
     for key, value in report.items():
-        if key not in ("bits_per_dim", "kind", "model", "data", "split"):
+        if key not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate", "estimator_se", "model", "data", "split"):
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     return 0
 
