@@ -5,7 +5,8 @@ usage:
     genzoo train MODEL [--data digits] [--root DIR] [--out DIR] [--resume] [--FIELD VALUE ...]
     genzoo sample DIR [--n 64] [--out grid.png] [model options: --temperature, --sampler, ...]
     genzoo eval DIR [--data NAME] [--root DIR] [--split test] [model options: --num-samples, ...]
-    genzoo compare [--data NAME] [--models a,b,...] [--steps N] [--runs DIR ...]
+    genzoo compare [--data NAME] [--models a,b,...] [--budget seconds|flops|default] [--runs DIR ...]
+    genzoo report DIR [--out DIR]
     genzoo diffuse [--data NAME] [--out DIR]
     genzoo --version
 
@@ -266,6 +267,7 @@ def _module_command(module_name: str, prog: str, description: str, argv: Sequenc
 EXTRA_COMMANDS = {
     "compare": ("genzoo.compare", "Every family on the same data: one table and a report."),
     "diffuse": ("genzoo.diffuse", "PNGs of the forward diffusion process q(x_t | x_0) at several t."),
+    "report": ("genzoo.report", "A model card of one run: report.html (offline) and report.md."),
 }
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample,
                                                        "eval": cmd_eval}

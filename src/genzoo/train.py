@@ -187,6 +187,7 @@ class _Loop:
     best_step: int = -1
     images: int = 0
     steps_done: int = 0
+    t_start: float = field(default_factory=time.time)
 
     def batch(self) -> dict[str, Tensor]:
         """A random training batch: the images, and the labels for class-conditional models."""
@@ -262,7 +263,7 @@ class _Loop:
                 loss_value = self.step(opt, params, global_step)
                 update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
                 row: dict[str, Any] = {"global_step": global_step + 1, "stage": stage, "step": step + 1,
-                                       "loss": loss_value, "lr": lr}
+                                       "loss": loss_value, "lr": lr, "seconds": time.time() - self.t_start}
                 done = step + 1
                 out_of_time = time.time() - t_stage >= time_limit
                 last = done == cfg.steps or out_of_time
