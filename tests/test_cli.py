@@ -78,12 +78,13 @@ def test_compare_reports_runs_beside_the_baselines(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "pixelcnn", "--out", str(run), *SMALL]) == 0
     capsys.readouterr()
-    assert main(["compare", "--runs", str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["compare", "--runs", str(run), "--out", str(tmp_path / "cmp"), "--samples", "20",
+                 "--no-progress"]) == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
-    assert results["data"] == "digits" and results["rows"][0]["kind"] == "exact"
+    assert results["protocol"]["data"] == "digits" and results["rows"][0]["kind"] == "exact"
     assert {b["model"] for b in results["baselines"]} == {"uniform", "independent pixels"}
     report = (tmp_path / "cmp" / "report.md").read_text()
-    assert "| pixelcnn |" in report and "| uniform | 4.0875 |" in report
+    assert "| pixelcnn |" in report and "| uniform | 4.0875 +- 0.0000 |" in report
     assert main(["compare", "--models", "pixelcnn,nosuch"]) == 2
 
 

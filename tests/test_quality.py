@@ -61,7 +61,6 @@ def test_sample_quality_of_2d_data_uses_the_points():
 
 def test_the_classifier_is_trained_once_cached_as_safetensors_and_scores_real_above_noise(tmp_path, monkeypatch):
     monkeypatch.setenv("GENZOO_CACHE", str(tmp_path))
-    monkeypatch.setitem(classifier.RECIPE, "steps", 150)
     test, val = genzoo.data.load("digits", "test"), genzoo.data.load("digits", "val")
     real = genzoo.sample_quality(val.x, test.x, data="digits")
     noise = genzoo.sample_quality(torch.randint(0, 17, val.x.shape), test.x, data="digits")

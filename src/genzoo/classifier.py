@@ -6,12 +6,14 @@ features play in FID and KID, but they come from this network on this dataset: d
 on them are comparable only within genzoo, on the same dataset, never with published FIDs.
 
 The cache lives in $GENZOO_CACHE/classifiers/ (default ~/.cache/genzoo/classifiers/), one folder
-per dataset and content hash of its training images: classifier.safetensors (the weights, nothing
-pickled) and classifier.json (the architecture, the training recipe and the test accuracy).
+per dataset, content hash of its training images and training steps: classifier.safetensors (the
+weights, nothing pickled) and classifier.json (the architecture, the recipe and the test accuracy).
+$GENZOO_CLASSIFIER_STEPS replaces the recipe's steps (the test suite trains short classifiers).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from pathlib import Path
@@ -28,6 +30,14 @@ from .errors import GenzooError
 
 FEATURES = 128
 RECIPE = {"steps": 1500, "batch_size": 128, "lr": 2e-3, "seed": 0}
+
+
+def recipe() -> dict[str, Any]:
+    """RECIPE, with the steps from $GENZOO_CLASSIFIER_STEPS when set."""
+    steps = os.environ.get("GENZOO_CLASSIFIER_STEPS")
+    if steps is not None and not (steps.isdigit() and int(steps) > 0):
+        raise GenzooError(f"GENZOO_CLASSIFIER_STEPS must be a positive integer, got {steps!r}.")
+    return {**RECIPE, "steps": int(steps)} if steps else dict(RECIPE)
 
 
 def cache_dir() -> Path:
@@ -81,28 +91,29 @@ def train_classifier(train: Dataset, test: Dataset, progress: bool = False) -> t
     accuracy on `test`."""
     from tqdm.auto import tqdm
 
+    rc = recipe()
     if train.labels is None:
         raise GenzooError(f"dataset {train.name!r} has no labels, so genzoo cannot train the classifier whose "
                           f"features the sample-quality metrics use.")
-    torch.manual_seed(RECIPE["seed"])
+    torch.manual_seed(rc["seed"])
     classes = int(train.labels.max()) + 1
     net = FeatureNet(train.spec, classes)
-    opt = torch.optim.Adam(net.parameters(), lr=RECIPE["lr"])
-    g = torch.Generator().manual_seed(RECIPE["seed"])
+    opt = torch.optim.Adam(net.parameters(), lr=rc["lr"])
+    g = torch.Generator().manual_seed(rc["seed"])
     t0 = time.time()
     net.train()
-    for step in tqdm(range(RECIPE["steps"]), desc=f"classifier for {train.name}", disable=not progress,
+    for step in tqdm(range(rc["steps"]), desc=f"classifier for {train.name}", disable=not progress,
                      dynamic_ncols=True):
-        idx = torch.randint(0, len(train), (RECIPE["batch_size"],), generator=g)
+        idx = torch.randint(0, len(train), (rc["batch_size"],), generator=g)
         for group in opt.param_groups:  # cosine decay: a stable end point without a validation split
-            group["lr"] = RECIPE["lr"] * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / RECIPE["steps"]))).item()
+            group["lr"] = rc["lr"] * 0.5 * (1 + math.cos(math.pi * step / rc["steps"]))
         loss = F.cross_entropy(net(train.x[idx]), train.labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     net.eval()
     record = {"data": train.name, "spec": train.spec.to_dict(), "classes": classes, "features": FEATURES,
-              "recipe": RECIPE, "train_images": len(train), "test_accuracy": accuracy(net, test),
+              "recipe": rc, "train_images": len(train), "test_accuracy": accuracy(net, test),
               "test_images": len(test), "train_seconds": time.time() - t0, "torch": torch.__version__}
     return net, record
 
@@ -110,7 +121,7 @@ def train_classifier(train: Dataset, test: Dataset, progress: bool = False) -> t
 def load_classifier(name: str, root: str | None = None, progress: bool = False) -> tuple[FeatureNet, dict[str, Any]]:
     """The classifier of dataset `name` and its record, from the cache, or trained once and cached."""
     train = datasets.load(name, "train", root)
-    folder = cache_dir() / "classifiers" / _data_key(train)
+    folder = cache_dir() / "classifiers" / f"{_data_key(train)}-s{recipe()['steps']}"
     if (folder / "classifier.json").is_file():
         record = read_json(folder / "classifier.json", "classifier record")
         net = FeatureNet(train.spec, int(record["classes"]))
