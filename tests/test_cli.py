@@ -18,12 +18,12 @@ def test_train_eval_sample_on_digits(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "pixelcnn", "--data", "digits", "--out", str(out), *SMALL]) == 0
     printed = capsys.readouterr().out
-    assert "test bits/dim:" in printed and "(exact)" in printed
+    assert "test bits/dim:" in printed and ", exact;" in printed and "standard error over 300 images" in printed
     for name in ("config.json", "model.safetensors", "metrics.jsonl", "samples.png", "summary.json", "last/state.json"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["kind"] == "exact" and 0 < summary["test_bpd"] < 6
+    assert summary["kind"] == "exact" and 0 < summary["test_bpd"] < 6 and 0 < summary["test_bpd_se"] < 0.5
 
     assert main(["eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -83,10 +83,25 @@ def test_compare_reports_runs_beside_the_baselines(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "pixelcnn", "--out", str(run), *SMALL]) == 0
     capsys.readouterr()
-    assert main(["compare", "--runs", str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["compare", "--runs", str(run), "--out", str(tmp_path / "cmp"), "--samples", "20",
+                 "--no-progress"]) == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
-    assert results["data"] == "digits" and results["rows"][0]["kind"] == "exact"
+    assert results["protocol"]["data"] == "digits" and results["rows"][0]["kind"] == "exact"
     assert {b["model"] for b in results["baselines"]} == {"uniform", "independent pixels"}
     report = (tmp_path / "cmp" / "report.md").read_text()
-    assert "| pixelcnn |" in report and "| uniform | 4.0875 |" in report
+    assert "| pixelcnn |" in report and "| uniform | 4.0875 +- 0.0000 |" in report
     assert main(["compare", "--models", "pixelcnn,nosuch"]) == 2
+
+
+def test_bits_per_dim_carry_their_standard_error_over_images():
+    import math
+
+    import torch
+
+    from genzoo.evaluate import bits_per_dim_se, to_bits_per_dim
+    nats = torch.tensor([-10.0, -12.0, -14.0, -16.0], dtype=torch.float64)
+    dims = 4
+    per_image = -nats / (dims * math.log(2))
+    assert to_bits_per_dim(nats, dims) == pytest.approx(float(per_image.mean()))
+    assert bits_per_dim_se(nats, dims) == pytest.approx(float(per_image.std()) / 2)
+    assert math.isnan(bits_per_dim_se(nats[:1], dims))

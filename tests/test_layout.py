@@ -9,7 +9,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "genzoo"
-ABOVE_MODELS = {"registry", "evaluate", "viz", "checkpoint", "train", "rundir", "compare", "flags", "cli", "diffuse"}
+ABOVE_MODELS = {"registry", "evaluate", "viz", "checkpoint", "train", "rundir", "compare", "flags", "cli", "diffuse",
+                "quality", "classifier", "report", "report_html", "budget"}
 
 
 def module_name(path: Path) -> str:

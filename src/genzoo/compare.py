@@ -1,25 +1,40 @@
-"""`genzoo compare`: every family on the same data, one table and a report.
+"""`genzoo compare`: every family on the same data under one budget, one table and a report.
 
-Each model trains with its own defaults (or `--steps`) into `OUT/MODEL/`, or existing run
-directories are given with `--runs`; then every model is evaluated on the same test split, in
-bits/dim with its kind (exact or lower bound), beside two baselines that need no training: the
-uniform model (log2 K) and the per-pixel independent categorical model fitted to the training set.
-Models without a likelihood are listed with their task metrics.
+Protocol. Every chosen model trains from seed `--seed` under one budget (`--budget`):
+  seconds  the same wall-clock seconds each (`--seconds`): the step count comes from timing a few
+           steps first, and TrainConfig.max_seconds ends training at the limit in any case;
+  flops    the same training compute each (`--flops`): FLOPs of one training step (forward and
+           backward) are counted with torch.utils.flop_counter (matrix products and convolutions,
+           on the first stage's loss) and the step count is the budget divided by them;
+  default  each model's own default steps (or `--steps`).
+Existing run directories are compared with `--runs` instead. Every model is then evaluated on the
+same test split: bits/dim with kind and standard error (genzoo.evaluate), sample quality against
+the test split (genzoo.quality), and speed: training images/s, seconds per sampled image with the
+sampler's options and network evaluations (NFE), seconds to evaluate the likelihood. Two baselines
+need no training: the uniform model (log2 K) and the per-pixel independent categorical model.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import checkpoint, data, registry
+from . import __version__, checkpoint, data, registry
 from .errors import GenzooError
 from .evaluate import evaluate, independent_pixel_bpd
 from .models.base import GenerativeModel
+
+# Samplers that compare uses unless --sample-options says otherwise: the quick ones, so that a
+# comparison stays proportionate. (To move to the models' own sampler menu when it exists.)
+QUICK_SAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
+    "ddpm": {"sampler": "ddim", "steps": 100}, "sohl-dickstein": {"sampler": "ddim", "steps": 100},
+    "score-sde": {"sampler": "ode", "method": "rk4", "steps": 100}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,91 +42,208 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None)
     parser.add_argument("--models", default=None, help="comma-separated names (default: every model with a likelihood)")
     parser.add_argument("--runs", nargs="*", default=None, help="existing run directories to compare instead of training")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: each model's own)")
+    parser.add_argument("--budget", choices=("seconds", "flops", "default"), default="seconds",
+                        help="equal wall-clock seconds, equal training FLOPs, or each model's default steps")
+    parser.add_argument("--seconds", type=float, default=40.0, help="training seconds per model (--budget seconds)")
+    parser.add_argument("--flops", type=float, default=2e13, help="training FLOPs per model (--budget flops)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (--budget default)")
+    parser.add_argument("--likelihood", choices=("validation", "full"), default="validation",
+                        help="each model's validation estimate (quick) or its full log_likelihood (genzoo eval's)")
+    parser.add_argument("--samples", type=int, default=300, help="samples per model for sample quality (default 300)")
+    parser.add_argument("--sample-options", nargs="*", default=[], metavar="MODEL:KEY=VALUE,...",
+                        help="sampling options of a model, e.g. ddpm:sampler=ddim,steps=50")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="report directory (default runs/compare-DATA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _evaluate(model: GenerativeModel, test: data.Dataset) -> dict[str, Any]:
-    """A model's row: parameters, bits/dim with its kind, and task metrics (genzoo.evaluate.evaluate)."""
-    report = evaluate(model, test, seed=0)
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def sample_options(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """QUICK_SAMPLE_OPTIONS, replaced per model by `MODEL:KEY=VALUE,...` strings."""
+    out = dict(QUICK_SAMPLE_OPTIONS)
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        try:
+            out[name] = {k: _value(v) for k, v in (item.split("=", 1) for item in rest.split(",") if item)}
+        except ValueError:
+            raise GenzooError(f"--sample-options takes MODEL:KEY=VALUE,..., got {spec!r}.") from None
+    return out
+
+
+def training_flops(model: GenerativeModel, batch: dict[str, torch.Tensor]) -> int:
+    """FLOPs of one training step's loss and its gradient (torch.utils.flop_counter), on a copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    twin = copy.deepcopy(model).train()
+    with FlopCounterMode(display=False) as counter:
+        twin.loss(**batch).backward()
+    return int(counter.get_total_flops())
+
+
+def seconds_per_step(model: GenerativeModel, batch: dict[str, torch.Tensor], steps: int = 3) -> float:
+    """Wall-clock seconds of one loss, backward and AdamW step, on a copy (after one warm-up step)."""
+    twin = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(twin.parameters(), lr=1e-6)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        twin.loss(**batch).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The TrainConfig that spends the chosen budget, and what the budget was."""
+    from .train import train_config_for
+
+    base = train_config_for(model, steps=args.steps, device=args.device, seed=args.seed)
+    batch = {"x": train_data.x[:base.batch_size].to(model.device)}
+    if model.num_classes > 0:
+        batch["labels"] = train_data.labels[:base.batch_size].to(model.device)
+    flops = training_flops(model, batch)
+    stages = len(model.stages)
+    if args.budget == "default":
+        steps, extra = base.steps, {}
+    elif args.budget == "flops":
+        steps, extra = max(1, int(args.flops / max(flops, 1) / stages)), {}
+    else:
+        per_step = seconds_per_step(model, batch)
+        # periodic validation costs time too: aim the cosine schedule at 85% of the budget
+        steps, extra = max(1, int(0.85 * args.seconds / per_step / stages)), {"max_seconds": args.seconds}
+    cfg = train_config_for(model, steps=steps, device=args.device, seed=args.seed, sample_every=0,
+                           eval_every=max(1, steps // 8), warmup_steps=min(base.warmup_steps, steps // 10), **extra)
+    return cfg, {"flops_per_step": flops, "planned_steps": steps * stages}
+
+
+def count_nfe(model: GenerativeModel, draw: Any) -> tuple[Any, int | None]:
+    """Run `draw()` and count the network evaluations of sampling: the most forward calls of any one
+    direct submodule that holds parameters (the denoiser, the decoder, the prior). None when no
+    such submodule is called through forward (a sampler that runs its layers step by step, as the
+    cached autoregressive samplers do). The one place NFE is read."""
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, child in model.named_children():
+        if any(True for _ in child.parameters()):
+            def hook(*_: Any, key: str = name) -> None:
+                counts[key] = counts.get(key, 0) + 1
+            hooks.append(child.register_forward_hook(hook))
+    try:
+        out = draw()
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, (max(counts.values()) if counts else None)
+
+
+def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace, options: dict[str, Any],
+            sample_dir: Path) -> dict[str, Any]:
+    """A model's row: bits/dim (kind, errors, what it estimates), task metrics, sample quality, speed."""
+    from .quality import sample_quality
+    from .viz import save_grid
+
+    report = evaluate(model, test, seed=args.seed, objective="log_likelihood" if args.likelihood == "full"
+                      else "validation", progress=not args.no_progress)
     row: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
-    row.update({k: report.pop(k) for k in ("bits_per_dim", "kind") if k in report})
+    keys = ("bits_per_dim", "bits_per_dim_se", "kind", "estimate", "estimator_se", "likelihood_seconds")
+    row.update({k: report.pop(k) for k in keys if k in report})
+    report.pop("images", None)
     if report:
         row["metrics"] = report
+    if model.conditional:
+        return row
+    g = torch.Generator(device=model.device).manual_seed(args.seed)
+    t0 = time.perf_counter()
+    samples, nfe = count_nfe(model, lambda: model.sample(args.samples, generator=g, **options))
+    seconds = time.perf_counter() - t0
+    row.update({"sample_seconds_per_image": seconds / args.samples, "nfe": nfe, "sampler": options or "default"})
+    row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png"))
+    quality = sample_quality(samples.cpu(), test.x, data=args.data, root=args.root, seed=args.seed,
+                             progress=not args.no_progress)
+    row.update({k: quality[k] for k in ("fd", "kid", "kid_se", "precision", "recall", "features")})
+    row["quality_samples"], row["quality_reference"] = quality["samples"], quality["reference"]
+    if "classifier_accuracy" in quality:
+        row["classifier_accuracy"] = quality["classifier_accuracy"]
     return row
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import resolve_device, train, train_config_for
+    from .report import write_compare_report
+    from .train import resolve_device, train
 
     device = resolve_device(args.device)
+    if args.samples < 4:
+        raise GenzooError(f"--samples must be at least 4, got {args.samples}.")
+    options = sample_options(args.sample_options)
     out = Path(args.out or f"runs/compare-{args.data}")
     rows: list[dict[str, Any]] = []
+    t_all = time.time()
     if args.runs:
-        test = None
+        args.data = checkpoint.read_config(args.runs[0]).get("run", {}).get("data", args.data)
+    train_data, test = data.load(args.data, "train", args.root), data.load(args.data, "test", args.root)
+    if args.runs:
         for directory in args.runs:
             meta = checkpoint.read_config(directory)
-            model = checkpoint.load(directory).to(device)
-            run_data = meta.get("run", {}).get("data", args.data)
-            if test is None:
-                args.data = run_data
-                test = data.load(args.data, "test", args.root)
-                train_data = data.load(args.data, "train", args.root)
+            model = checkpoint.load(directory).to(device).eval()
             if model.spec != test.spec:
                 raise GenzooError(f"run {directory!r} was trained on data of spec {model.spec}, not {test.spec}.")
-            rows.append({"model": meta["model"], "run": str(directory), **_evaluate(model, test)})
+            row = {"model": meta["model"], "run": str(directory), "budget": "existing run"}
+            row.update(measure(model, test, args, options.get(meta["model"], {}), Path(directory)))
+            rows.append(row)
     else:
         names = args.models.split(",") if args.models else [
             n for n in registry.list_models() if registry.model_class(n).has_likelihood]
         for name in names:
             registry.model_class(name)  # unknown names fail before any training
-        train_data = data.load(args.data, "train", args.root)
         val = data.load(args.data, "val", args.root)
-        test = data.load(args.data, "test", args.root)
         for name in names:
             run_dir = out / name
+            if (run_dir / "config.json").exists() or (run_dir / "last").exists():
+                raise GenzooError(f"{str(run_dir)!r} already holds a run; choose another --out or compare it with --runs.")
             try:
-                torch.manual_seed(0)
-                model = registry.create(name, train_data.spec)
-                cfg = train_config_for(model, steps=args.steps, device=args.device)
-                t0 = time.time()
+                torch.manual_seed(args.seed)
+                model = registry.create(name, train_data.spec).to(device)
+                cfg, planned = budget_config(model, train_data, args)
                 record = {"data": args.data, "root": str(Path(args.root).resolve()) if args.root else None,
                           "split": "train", "val_split": "val"}
-                train(model, train_data, val, cfg, out_dir=run_dir if not (run_dir / "config.json").exists() else None,
-                      progress=not args.no_progress, record=record)
-                rows.append({"model": name, "run": str(run_dir), "train_seconds": time.time() - t0,
-                             **_evaluate(model, test)})
+                result = train(model, train_data, val, cfg, out_dir=run_dir, progress=not args.no_progress,
+                               record=record)
+                row = {"model": name, "run": str(run_dir), "budget": args.budget, "seed": args.seed,
+                       "train_steps": result.steps, "train_seconds": result.seconds,
+                       "train_images": result.steps * cfg.batch_size,
+                       "train_flops": planned["flops_per_step"] * result.steps,
+                       "train_images_per_second": result.images_per_second, **planned}
+                row.update(measure(model, test, args, options.get(name, {}), run_dir))
+                rows.append(row)
             except GenzooError as e:
                 rows.append({"model": name, "error": str(e)})
-    assert test is not None
     baselines = [
-        {"model": "uniform", "bits_per_dim": math.log2(test.spec.levels), "kind": "exact", "parameters": 0},
+        {"model": "uniform", "bits_per_dim": math.log2(test.spec.levels), "bits_per_dim_se": 0.0, "kind": "exact",
+         "parameters": 0, "baseline": True},
         {"model": "independent pixels", "bits_per_dim": independent_pixel_bpd(train_data.x, test.x, test.spec.levels),
-         "kind": "exact", "parameters": test.spec.dims * test.spec.levels},
+         "kind": "exact", "parameters": test.spec.dims * test.spec.levels, "baseline": True},
     ]
-    report = _report(args.data, rows, baselines)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_json(out / "results.json", {"data": args.data, "rows": rows, "baselines": baselines})
-    checkpoint.atomic_write_bytes(out / "report.md", report.encode())
-    print(report)
-    print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
+    protocol = {"data": args.data, "root": args.root, "test_split": "test", "test_images": len(test),
+                "train_images": len(train_data), "budget": "existing runs" if args.runs else args.budget,
+                "seconds": args.seconds if args.budget == "seconds" else None,
+                "flops": args.flops if args.budget == "flops" else None,
+                "steps": args.steps, "seed": args.seed, "likelihood": args.likelihood,
+                "quality_samples": args.samples, "sample_options": options,
+                "versions": {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()},
+                "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                            "threads": torch.get_num_threads(), "device": str(device)},
+                "total_seconds": time.time() - t_all}
+    paths = write_compare_report(out, protocol, rows, baselines)
+    print(paths["markdown"].read_text())
+    print(f"wrote {paths['html']}, {paths['markdown']} and {paths['json']}")
     return 0
-
-
-def _report(name: str, rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> str:
-    ranked = sorted([r for r in rows + baselines if "bits_per_dim" in r], key=lambda r: r["bits_per_dim"])
-    lines = [f"# genzoo compare: {name} (test split)", "",
-             "Bits per dimension of the discrete images (lower is better). 'exact' is log P(x) itself; "
-             "'lower bound' means the model's true bits/dim are at most the figure shown.", "",
-             "| model | bits/dim | kind | parameters |", "| --- | ---: | --- | ---: |"]
-    for r in ranked:
-        lines.append(f"| {r['model']} | {r['bits_per_dim']:.4f} | {r['kind'].replace('_', ' ')} | {r['parameters']:,} |")
-    others = [r for r in rows if "bits_per_dim" not in r]
-    if others:
-        lines += ["", "Models without a likelihood, or that failed:", ""]
-        for r in others:
-            detail = r.get("error") or ", ".join(f"{k} {v:.4g}" for k, v in r.get("metrics", {}).items())
-            lines.append(f"- {r['model']}: {detail}")
-    return "\n".join(lines) + "\n"

@@ -1,11 +1,18 @@
-"""Evaluation shared by every family: bits per dimension (with its kind), task metrics, and the
-one path that evaluates a trained model for `genzoo train`, `genzoo eval` and `genzoo compare`.
+"""Evaluation shared by every family: bits per dimension (with its kind and standard error), task
+metrics, and the one path that evaluates a trained model for `genzoo train`, `genzoo eval` and
+`genzoo compare`.
 
 Bits/dim are computed here and nowhere else: -nats / (C*H*W * ln 2), averaged over images.
+Their standard error is over images, sd(per-image bits/dim) / sqrt(N): the uncertainty of the
+test-set mean as an estimate of the mean over the data distribution. A Monte-Carlo likelihood
+(IWAE, Hutchinson traces, strided diffusion bounds, dequantization draws) gives each image one
+random draw, so that error already contains the estimator's noise; `evaluate` also reports the
+estimator's own share (`estimator_se`) from a second, independent draw on a subset of images.
 """
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -18,10 +25,12 @@ from .models.base import GenerativeModel, Kind, LogLikelihood
 
 
 class BitsPerDim(NamedTuple):
-    """Mean -log2 P(x) / (C*H*W) over images, and whether it comes from an exact likelihood or a bound."""
+    """Mean -log2 P(x) / (C*H*W) over images, whether it comes from an exact likelihood or a bound,
+    and its standard error over images (see the module docstring)."""
 
     value: float
     kind: Kind
+    se: float = math.nan
 
 
 def to_bits_per_dim(nats: Tensor, dims: int) -> float:
@@ -29,12 +38,19 @@ def to_bits_per_dim(nats: Tensor, dims: int) -> float:
     return float(-nats.double().mean() / (dims * math.log(2)))
 
 
+def bits_per_dim_se(nats: Tensor, dims: int) -> float:
+    """Standard error over images of to_bits_per_dim: sd(-nats / (dims ln 2)) / sqrt(N) (nan for N < 2)."""
+    if nats.numel() < 2:
+        return math.nan
+    return float((nats.double() / (dims * math.log(2))).std() / math.sqrt(nats.numel()))
+
+
 @torch.no_grad()
 def log_likelihood_batched(model: GenerativeModel, x: Tensor, batch_size: int = 256, labels: Tensor | None = None,
                            objective: Literal["log_likelihood", "validation"] = "log_likelihood",
-                           **options: Any) -> LogLikelihood:
+                           progress: bool = False, **options: Any) -> LogLikelihood:
     """model.log_likelihood (or model.validation_nats) over `x` in batches; nats (N,) float64 on the CPU.
-    `labels` go to class-conditional models (num_classes > 0)."""
+    `labels` go to class-conditional models (num_classes > 0); `progress` shows a bar over batches."""
     if not model.has_likelihood:
         raise GenzooError(f"model {model.name!r} has no likelihood.")
     fn = model.log_likelihood if objective == "log_likelihood" else model.validation_nats
@@ -42,7 +58,11 @@ def log_likelihood_batched(model: GenerativeModel, x: Tensor, batch_size: int = 
         raise GenzooError(f"model {model.name!r} is conditioned on classes; the data must have labels.")
     device = model.device
     parts, kind = [], None
-    for i in range(0, len(x), batch_size):
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(x), batch_size)
+    for i in tqdm(starts, desc=f"{model.name} {objective.replace('_', '-')}", unit="batch", disable=not progress,
+                  dynamic_ncols=True):
         if model.num_classes > 0:
             options["labels"] = labels[i:i + batch_size].to(device)
         ll = fn(x[i:i + batch_size].to(device), **options)
@@ -53,9 +73,10 @@ def log_likelihood_batched(model: GenerativeModel, x: Tensor, batch_size: int = 
 
 def bits_per_dim(model: GenerativeModel, x: Tensor, batch_size: int = 256, labels: Tensor | None = None,
                  **options: Any) -> BitsPerDim:
-    """Bits per dimension, -nats / (C*H*W * ln 2) averaged over images, with the likelihood's kind."""
+    """Bits per dimension, -nats / (C*H*W * ln 2) averaged over images, with the likelihood's kind and
+    its standard error over images."""
     ll = log_likelihood_batched(model, x, batch_size, labels, **options)
-    return BitsPerDim(to_bits_per_dim(ll.nats, x[0].numel()), ll.kind)
+    return BitsPerDim(to_bits_per_dim(ll.nats, x[0].numel()), ll.kind, bits_per_dim_se(ll.nats, x[0].numel()))
 
 
 @torch.no_grad()
@@ -70,23 +91,59 @@ def mean_loss(model: GenerativeModel, data: Dataset, batch_size: int = 256) -> f
     return total / max(count, 1)
 
 
+ESTIMATES = {
+    "log_likelihood": "the model's log-likelihood (or its bound) as log_likelihood computes it",
+    "validation": "the model's validation objective (validation_nats), a cheaper estimate of its "
+                  "log-likelihood or bound; `genzoo eval` computes the full figure",
+}
+
+
 def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed: int = 0,
              likelihood_options: dict[str, Any] | None = None,
-             metric_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The evaluation of a trained model on `data`: bits/dim with its kind (models with a likelihood)
-    and the model's task metrics, seeded so that Monte-Carlo estimates repeat."""
+             metric_options: dict[str, Any] | None = None,
+             objective: Literal["log_likelihood", "validation"] = "log_likelihood",
+             progress: bool = False, estimator_images: int = 100) -> dict[str, Any]:
+    """The evaluation of a trained model on `data`, seeded so that Monte-Carlo estimates repeat.
+
+    Models with a likelihood: `bits_per_dim` with its `kind`, `bits_per_dim_se` (over images),
+    `estimate` (what the figure is: ESTIMATES[objective]), `likelihood_seconds`, and, for a
+    random estimate, `estimator_se`: the Monte-Carlo error of the mean, sqrt(var(d) / 2 / N), d the
+    per-image difference between two independent draws on the first `estimator_images` images
+    (0 when the figure does not depend on the seed). Then the model's task metrics.
+    """
     if data.spec != model.spec:
         raise GenzooError(f"dataset {data.name!r} has spec {data.spec} but the model was trained for {model.spec}.")
     likelihood_options = likelihood_options or {}
     report: dict[str, Any] = {}
     torch.manual_seed(seed)
     if model.has_likelihood:
-        bpd = bits_per_dim(model, data.x, batch_size, labels=data.labels, **likelihood_options)
-        report.update({"bits_per_dim": bpd.value, "kind": bpd.kind, **likelihood_options})
+        dims = data.spec.dims
+        t0 = time.perf_counter()
+        ll = log_likelihood_batched(model, data.x, batch_size, data.labels, objective, progress, **likelihood_options)
+        seconds = time.perf_counter() - t0
+        report.update({"bits_per_dim": to_bits_per_dim(ll.nats, dims), "kind": ll.kind,
+                       "bits_per_dim_se": bits_per_dim_se(ll.nats, dims), "estimate": ESTIMATES[objective],
+                       "images": len(data.x), "likelihood_seconds": seconds, **likelihood_options})
+        m = min(estimator_images, len(data.x))
+        if ll.kind != "exact" and m >= 2 and objective == "log_likelihood":
+            torch.manual_seed(seed + 1)
+            labels = data.labels[:m] if data.labels is not None else None
+            again = log_likelihood_batched(model, data.x[:m], batch_size, labels, objective, **likelihood_options)
+            d = (again.nats - ll.nats[:m]) / (dims * math.log(2))
+            report["estimator_se"] = float(d.var() / 2 / len(data.x)) ** 0.5
     g = torch.Generator(device=model.device).manual_seed(seed)
     with torch.no_grad():
         report.update(model.task_metrics(data, g, **(metric_options or {})))
     return report
+
+
+def describe_bits_per_dim(report: dict[str, Any]) -> str:
+    """One line for a person: the figure, its errors, its kind and what it estimates."""
+    line = (f"{report['bits_per_dim']:.4f} +- {report['bits_per_dim_se']:.4f} (standard error over "
+            f"{report['images']} images) bits/dim, {report['kind'].replace('_', ' ')}")
+    if "estimator_se" in report:
+        line += f", Monte-Carlo error of the estimator {report['estimator_se']:.4f}"
+    return line + f"; {report['estimate']}"
 
 
 def independent_pixel_bpd(train_x: Tensor, test_x: Tensor, levels: int, alpha: float = 1.0) -> float:

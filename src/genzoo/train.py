@@ -41,6 +41,8 @@ class TrainConfig:
     """Training hyper-parameters; a model's `train_defaults` replace these defaults.
 
     grid_size is the number of images in each sample grid written during and after training.
+    max_seconds > 0 ends each stage early, after a last validation, once the stage has run for
+    max_seconds / (number of stages) wall-clock seconds (an equal-time budget); 0 means no limit.
     """
 
     steps: int = 2000
@@ -57,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_batch_size: int = 256
+    max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -66,6 +69,8 @@ class TrainConfig:
         for name in ("warmup_steps", "sample_every", "grid_size"):
             if int(getattr(self, name)) < 0:
                 raise GenzooError(f"{name} must be at least 0, got {getattr(self, name)!r}.")
+        if not self.max_seconds >= 0:
+            raise GenzooError(f"max_seconds must be at least 0, got {self.max_seconds!r}.")
         if not self.lr > 0:
             raise GenzooError(f"lr must be positive, got {self.lr!r}.")
         if self.weight_decay < 0 or self.grad_clip < 0:
@@ -97,7 +102,8 @@ def train_config_for(model: GenerativeModel | type[GenerativeModel], **overrides
 @dataclass
 class TrainResult:
     """What a training call reached: the best validation score (`metric`: "val_bpd" in bits/dim with
-    its `kind`, or "val_loss" in the model's `loss_unit`), its step, and the throughput."""
+    its `kind`, or "val_loss" in the model's `loss_unit`), its step, the optimizer steps this call
+    took (`steps`, fewer than configured when max_seconds ends it) and the throughput."""
 
     best_value: float = math.inf
     best_step: int = -1
@@ -191,6 +197,8 @@ class _Loop:
     best_value: float = math.inf
     best_step: int = -1
     images: int = 0
+    steps_done: int = 0
+    t_start: float = field(default_factory=time.time)
 
     def batch(self) -> dict[str, Tensor]:
         """A random training batch: the images, and the labels for class-conditional models."""
@@ -227,6 +235,7 @@ class _Loop:
                                   f"try a lower --lr.")
         opt.step()
         self.images += self.cfg.batch_size
+        self.steps_done += 1
         return float(loss.detach())
 
     def stage(self, stage_index: int, resumed: tuple | None, result: TrainResult) -> None:
@@ -252,6 +261,8 @@ class _Loop:
         bar = tqdm(total=cfg.steps, initial=first, disable=not self.progress, dynamic_ncols=True,
                    desc=model.name + (f" [{stage}]" if multi else ""))
         metric, value, kind = "", math.nan, ""
+        t_stage = time.time()
+        time_limit = cfg.max_seconds / len(model.stages) if cfg.max_seconds > 0 else math.inf
         try:
             for step in range(first, cfg.steps):
                 global_step = stage_index * cfg.steps + step
@@ -263,9 +274,11 @@ class _Loop:
                 loss_value = self.step(opt, params, global_step)
                 update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
                 row: dict[str, Any] = {"global_step": global_step + 1, "stage": stage, "step": step + 1,
-                                       "loss": loss_value, "lr": lr}
+                                       "loss": loss_value, "lr": lr, "seconds": time.time() - self.t_start}
                 done = step + 1
-                if done % cfg.eval_every == 0 or done == cfg.steps:
+                out_of_time = time.time() - t_stage >= time_limit
+                last = done == cfg.steps or out_of_time
+                if done % cfg.eval_every == 0 or last:
                     metric, value, kind = validate(ema, self.val_data, cfg.val_batch_size)
                     row.update({metric: value, "kind": kind})
                     if value < self.best_value:
@@ -278,14 +291,16 @@ class _Loop:
                     self.save_state(ema, opt, stage_index, stage, done, global_step, metric)
                 elif done % 50 == 0:
                     run.log(row)
-                if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+                if cfg.sample_every and (done % cfg.sample_every == 0 or last):
                     write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
-                if done % 10 == 0 or done == cfg.steps:
+                if done % 10 == 0 or last:
                     post = {"loss": f"{loss_value:.4f}"}
                     if metric:
                         post[metric.replace("val_", "val ")] = f"{value:.4f}"
                     bar.set_postfix(post, refresh=False)
                 bar.update(1)
+                if out_of_time:
+                    break
         finally:
             bar.close()
         # the next stage, and the caller, get this stage's best EMA weights
@@ -366,8 +381,8 @@ def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None
         for stage_index in range(start_stage, len(model.stages)):
             loop.stage(stage_index, resumed, result)
             resumed = None
-    except _Stop as stop:
-        result.steps = int(stop.args[0])
+    except _Stop:
+        result.steps = loop.steps_done
         return result
     except KeyboardInterrupt:
         if run.path is not None:
@@ -376,7 +391,7 @@ def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None
                               f"continue it with --resume.") from None
         raise
     result.best_value, result.best_step = loop.best_value, loop.best_step
-    result.steps = cfg.steps * len(model.stages)
+    result.steps = loop.steps_done
     result.seconds = time.time() - t_start
     result.images_per_second = loop.images / max(result.seconds, 1e-9)
     model.eval()

@@ -16,6 +16,7 @@ is the index of its top-level subdirectory among their sorted names; otherwise N
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,10 @@ def list_images(root: Path) -> list[Path]:
 def read_image(path: Path, size: int, grayscale: bool) -> np.ndarray:
     """One image as (C, size, size) uint8: shorter side resized to `size`, centre-cropped."""
     try:
-        with Image.open(path, formats=("PNG", "JPEG")) as img:
+        with warnings.catch_warnings():  # the pixel cap below decides, with its own sentence
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_file = Image.open(path, formats=("PNG", "JPEG"))
+        with img_file as img:
             expected = "PNG" if path.suffix.lower() == ".png" else "JPEG"
             if img.format != expected:
                 raise GenzooError(f"{path} holds a {img.format} image under a {path.suffix} name; genzoo reads "
