@@ -146,7 +146,13 @@ def test_an_image_with_missing_rows_is_refused(tmp_path):
 
 def test_a_gzip_that_expands_beyond_the_cap_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "MAX_FILE_BYTES", 10_000)
-    path = tmp_path / "train-images-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 1, 200, 200) + bytes(40_000)))
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 1, 200, 200) + bytes(40_000)))
+    with pytest.raises(GenzooError, match="declares 40,016 bytes in its header, more than genzoo reads"):
+        read_idx(bomb, 3)
+    liar = tmp_path / "liar-idx3-ubyte.gz"  # a small header over a large stream: decompressed only as far as it declares
+    liar.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 1, 2, 2) + bytes(40_000)))
+    with pytest.raises(GenzooError, match="is corrupt: its header promises shape"):
+        read_idx(liar, 3)
     with pytest.raises(GenzooError, match="expands beyond 10,000 bytes"):
-        read_idx(path, 3)
+        limits.read_bytes(bomb)

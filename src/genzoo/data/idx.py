@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import GenzooError
-from .limits import read_bytes
+from . import limits
+from .limits import gunzip, is_gzip, read_raw
 from .spec import Dataset, DataSpec, check_split, holdout_split
 
 IMAGES_MAGIC = 0x00000803
@@ -31,6 +32,19 @@ _FILES = {
 }
 
 
+def declared_bytes(head: bytes, path: Path, ndim: int | None) -> int:
+    """The size a well-formed IDX header declares (header and data), refused beyond the file cap;
+    the cap itself for a header that is not well formed (read_idx then says what is wrong)."""
+    d = head[3] if len(head) >= 4 else 0
+    if head[:3] != b"\x00\x00\x08" or d < 1 or (ndim is not None and d != ndim) or len(head) < 4 + 4 * d:
+        return limits.MAX_FILE_BYTES
+    size = 4 + 4 * d + math.prod(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(d))
+    if size > limits.MAX_FILE_BYTES:
+        raise GenzooError(f"{path} declares {size:,} bytes in its header, more than genzoo reads from one file "
+                          f"({limits.MAX_FILE_BYTES:,}).")
+    return size
+
+
 def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     """Read an unsigned-byte IDX file (raw or gzip) into a uint8 array of the header's shape.
 
@@ -38,7 +52,10 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     exactly the prod(sizes) bytes its header promises.
     """
     path = Path(path)
-    data = read_bytes(path)
+    data = read_raw(path)
+    if is_gzip(path, data):  # decompress one byte beyond what the header declares: a gzip bomb stops there
+        size = declared_bytes(gunzip(data, path, 4 + 4 * 255, at_limit="stop", truncated_ok=True), path, ndim)
+        data = gunzip(data, path, min(size + 1, limits.MAX_FILE_BYTES), at_limit="stop")
     if len(data) < 4:
         raise GenzooError(f"{path} is not an IDX file: it holds only {len(data)} bytes, fewer than a header.")
     magic = int.from_bytes(data[:4], "big")
