@@ -30,15 +30,6 @@ from .models.base import GenerativeModel
 from .rundir import RunDirectory
 
 
-def _prefix_parse(argv: Sequence[str], positional: str) -> str | None:
-    """The first positional argument (a model name or a run directory), before the full parse."""
-    pre = Parser(add_help=False)
-    pre.add_argument(positional, nargs="?")
-    known, _ = pre.parse_known_args(argv)
-    value = getattr(known, positional)
-    return None if value is None or value.startswith("-") else value
-
-
 # -- commands ---------------------------------------------------------------------------------
 def cmd_list(argv: Sequence[str]) -> int:
     print("models:")
