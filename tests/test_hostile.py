@@ -156,3 +156,30 @@ def test_a_gzip_that_expands_beyond_the_cap_is_refused(tmp_path, monkeypatch):
         read_idx(liar, 3)
     with pytest.raises(GenzooError, match="expands beyond 10,000 bytes"):
         limits.read_bytes(bomb)
+
+
+def test_eval_checks_the_recorded_spec_before_reading_data(tmp_path, capsys):
+    from genzoo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "pixelcnn", "--hidden-channels", "8", "--num-blocks", "1", "--output-hidden", "8",
+                 "--first-kernel-size", "3", "--steps", "2", "--eval-every", "2", "--grid-size", "0",
+                 "--no-progress", "--out", str(out)]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    meta["run"].update({"data": "mnist", "root": "/no/such/place", "spec": {**meta["spec"], "height": 28, "width": 28}})
+    (out / "config.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 2
+    assert "records data of spec" in capsys.readouterr().err  # refused before /no/such/place is looked at
+
+
+def test_a_folder_link_that_leads_outside_the_root_is_not_followed(tmp_path):
+    from genzoo.data.folder import list_images
+
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(outside)
+    root = tmp_path / "root"
+    root.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "inside.png")
+    (root / "escape.png").symlink_to(outside)
+    assert [p.name for p in list_images(root)] == ["inside.png"]

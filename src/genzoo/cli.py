@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__, checkpoint, data, registry
+from .data.spec import DataSpec
 from .errors import GenzooError, Interrupted
 from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
 from .models.base import GenerativeModel
@@ -178,12 +179,25 @@ def cmd_train(argv: Sequence[str]) -> int:
 
 
 def run_data(meta: dict[str, Any], name: str | None, root: str | None, split: str) -> data.Dataset:
-    """The dataset a run was trained on (or `name`), split `split`."""
-    record = meta.get("run", {})
+    """The dataset a run was trained on (or `name`), split `split`. The spec the run records is
+    checked against the model's before any data are read."""
+    record = meta.get("run", {}) if isinstance(meta.get("run", {}), dict) else {}
     name = name or record.get("data")
-    if not name:
+    if not isinstance(name, str) or not name:
         raise GenzooError("this checkpoint does not record its dataset; pass --data NAME (and --root DIR).")
-    return data.load(name, split, root if root is not None else (record.get("root") if name == record.get("data") else None))
+    if name == record.get("data") and "spec" in record:
+        recorded, model_spec = DataSpec.from_dict(record["spec"]), DataSpec.from_dict(meta["spec"])
+        if recorded != model_spec:
+            raise GenzooError(f"the run records data of spec {recorded} but its model is built for {model_spec}.")
+    if root is None and name == record.get("data"):
+        root = record.get("root")
+        if root is not None and not isinstance(root, str):
+            raise GenzooError(f"the run records a data root that is not a path: {root!r}.")
+    ds = data.load(name, split, root)
+    if ds.spec != DataSpec.from_dict(meta["spec"]):
+        raise GenzooError(f"dataset {ds.name!r} has spec {ds.spec} but the model was trained for "
+                          f"{DataSpec.from_dict(meta['spec'])}.")
+    return ds
 
 
 def _run_parser(prog: str, description: str, argv: Sequence[str], methods: Sequence[str],

@@ -41,12 +41,14 @@ def split_of(relative_path: str) -> str:
 
 
 def list_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, sorted by relative path, hidden ones skipped."""
-    found = []
+    """Image files under `root`, recursively, sorted by relative path; hidden ones, and links that
+    lead outside `root`, skipped."""
+    found, base = [], root.resolve()
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if path.suffix.lower() in EXTENSIONS and not any(p.startswith(".") for p in rel.parts) and path.is_file():
-            found.append(rel)
+            if path.resolve().is_relative_to(base):  # a link that leads out of the root is not followed
+                found.append(rel)
     return sorted(found, key=lambda p: p.as_posix())
 
 
