@@ -149,14 +149,22 @@ def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[st
     return "val_loss", mean_loss(model, data, batch_size), ""
 
 
-def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> None:
-    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models)."""
+def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> dict[str, Any]:
+    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models);
+    returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
     from .viz import save_grid
 
     if model.conditional or n == 0 or path is None:
-        return
+        return {}
     g = torch.Generator(device=model.device).manual_seed(seed)
-    save_grid(model.sample(n, generator=g), model.spec, path)
+    t0 = time.perf_counter()
+    x = model.sample(n, generator=g)
+    row: dict[str, Any] = {"sample_seconds": time.perf_counter() - t0}
+    stats = model.sample_stats()
+    if stats is not None:
+        row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
+    save_grid(x, model.spec, path)
+    return row
 
 
 class _Stop(Exception):
@@ -268,7 +276,9 @@ class _Loop:
                 elif done % 50 == 0:
                     run.log(row)
                 if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
-                    write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    sampled = write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    if sampled:
+                        run.log({"global_step": global_step + 1, "stage": stage, "step": done, **sampled})
                 if done % 10 == 0 or done == cfg.steps:
                     post = {"loss": f"{loss_value:.4f}"}
                     if metric:

@@ -36,6 +36,12 @@ from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
 FM_SAMPLERS = ("heun", "euler", "dpm-solver++", "ode")
 
 
+def linear_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(x_t, u_t) = ((1 - t) x_0 + t x_1, x_1 - x_0), t (B,): the point and the conditional velocity."""
+    tc = t.to(x0.dtype).view(-1, *[1] * (x0.ndim - 1))
+    return (1 - tc) * x0 + tc * x1, x1 - x0
+
+
 @dataclass(frozen=True)
 class FlowMatchingConfig(UNetConfig):
     """num_classes: 0 for an unconditional model, else the classes it is conditioned on, each label
@@ -103,12 +109,11 @@ class FlowMatching(ContinuousTimeModel):
         x1 = self.dequantize(x)
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
-        tc = t.view(-1, *[1] * (x1.ndim - 1))
-        xt = (1 - tc) * x0 + tc * x1
+        xt, u = linear_path(x0, x1, t)
         if labels is not None:
             drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels)
-        return (self.velocity(xt, t, labels) - (x1 - x0)).pow(2).mean()
+        return (self.velocity(xt, t, labels) - u).pow(2).mean()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None,
