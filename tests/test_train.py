@@ -8,8 +8,9 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
+from genzoo.optim import lr_at
 from genzoo.rundir import RunDirectory
-from genzoo.train import TrainConfig, lr_at, train
+from genzoo.train import TrainConfig, train
 
 SPEC = DataSpec(1, 4, 4, 5)
 TINY = dict(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8, dropout=0.2)

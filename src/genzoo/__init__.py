@@ -15,10 +15,10 @@ from .checkpoint import load, save
 from .data.spec import Dataset, DataSpec
 from .errors import GenzooError
 from .evaluate import BitsPerDim, bits_per_dim
-from .models.base import DensityMap, GenerativeModel, ImageRows, LikelihoodModel, LogLikelihood
+from .models.base import DensityMap, GenerativeModel, ImageRows, LikelihoodModel, LogLikelihood, SampleStats
 from .quality import sample_quality
 from .registry import create, list_models, register
 
 __all__ = ["__version__", "data", "create", "list_models", "register", "save", "load", "bits_per_dim",
            "BitsPerDim", "LogLikelihood", "DataSpec", "Dataset", "GenerativeModel", "LikelihoodModel",
-           "ImageRows", "DensityMap", "GenzooError", "sample_quality"]
+           "ImageRows", "DensityMap", "SampleStats", "GenzooError", "sample_quality"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -260,8 +261,12 @@ def cmd_sample(argv: Sequence[str]) -> int:
     model = _load_run(args.dir, args.device)
     if not model.conditional:  # conditional models draw only given an input: see figures
         g = torch.Generator(device=model.device).manual_seed(args.seed)
-        save_grid(model.sample(args.n, generator=g, **routed["sample"]), model.spec, out)
+        t0 = time.perf_counter()
+        x = model.sample(args.n, generator=g, **routed["sample"])
+        seconds, stats = time.perf_counter() - t0, model.sample_stats()
+        save_grid(x, model.spec, out)
         print(f"wrote {out}")
+        print(f"sampled {args.n} in {seconds:.2f} s" + (f", {stats.nfe} network evaluations ({stats.sampler})" if stats else ""))
     ds = run_data(meta, args.data, args.root, "test")
     figures = model.figures(ds, torch.Generator(device=model.device).manual_seed(args.seed), **routed["figures"])
     for name, figure in figures.items():

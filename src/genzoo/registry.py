@@ -31,6 +31,7 @@ _MODELS: dict[str, str] = {
     "ddpm": "genzoo.models.diffusion.ddpm:DDPM",
     "sohl-dickstein": "genzoo.models.diffusion.sohl_dickstein:SohlDickstein",
     "score-sde": "genzoo.models.diffusion.sde:ScoreSDE",
+    "flow-matching": "genzoo.models.diffusion.flow_matching:FlowMatching",
     "realnvp": "genzoo.models.flows.realnvp:RealNVP",
     "glow": "genzoo.models.flows.glow:Glow",
     # more families register here

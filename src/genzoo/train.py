@@ -29,6 +29,7 @@ from .data.spec import Dataset
 from .errors import GenzooError, Interrupted
 from .evaluate import log_likelihood_batched, mean_loss, to_bits_per_dim
 from .models.base import GenerativeModel
+from .optim import lr_at, make_optimizer, update_ema
 from .registry import check_seed
 from .rundir import STATE_DIR, RunDirectory, optimizer_from_flat, rng_state, set_rng_state
 
@@ -131,31 +132,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to lr over warmup_steps, then cosine decay to lr * min_lr_ratio at `steps`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and kernels only, not on biases and scales."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999))
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
 @torch.no_grad()
 def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[str, float, str]:
     """("val_bpd", bits/dim of `validation_nats`, kind) for models with a likelihood, else
@@ -166,14 +142,22 @@ def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[st
     return "val_loss", mean_loss(model, data, batch_size), ""
 
 
-def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> None:
-    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models)."""
+def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> dict[str, Any]:
+    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models);
+    returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
     from .viz import save_grid
 
     if model.conditional or n == 0 or path is None:
-        return
+        return {}
     g = torch.Generator(device=model.device).manual_seed(seed)
-    save_grid(model.sample(n, generator=g), model.spec, path)
+    t0 = time.perf_counter()
+    x = model.sample(n, generator=g)
+    row: dict[str, Any] = {"sample_seconds": time.perf_counter() - t0}
+    stats = model.sample_stats()
+    if stats is not None:
+        row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
+    save_grid(x, model.spec, path)
+    return row
 
 
 class _Stop(Exception):
@@ -292,7 +276,9 @@ class _Loop:
                 elif done % 50 == 0:
                     run.log(row)
                 if cfg.sample_every and (done % cfg.sample_every == 0 or last):
-                    write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    sampled = write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    if sampled:
+                        run.log({"global_step": global_step + 1, "stage": stage, "step": done, **sampled})
                 if done % 10 == 0 or last:
                     post = {"loss": f"{loss_value:.4f}"}
                     if metric:

@@ -30,11 +30,11 @@ def test_ddim_with_eta_one_over_all_steps_is_ancestral_sampling():
     model = build(variance="fixed_small")
     shape = (4, *SPEC.shape)
     T = model.process.timesteps
-    a = samplers.ancestral(model.process, model.net, shape, torch.Generator().manual_seed(3), dtype=torch.float64)
-    b = samplers.ddim(model.process, model.net, shape, list(range(T)), 1.0, torch.Generator().manual_seed(3),
+    a, _ = samplers.ancestral(model.process, model.net, shape, torch.Generator().manual_seed(3), dtype=torch.float64)
+    b, _ = samplers.ddim(model.process, model.net, shape, list(range(T)), 1.0, torch.Generator().manual_seed(3),
                       dtype=torch.float64)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    c = samplers.ddim(model.process, model.net, shape, list(range(T)), 0.0, torch.Generator().manual_seed(3),
+    c, _ = samplers.ddim(model.process, model.net, shape, list(range(T)), 0.0, torch.Generator().manual_seed(3),
                       dtype=torch.float64)
     assert (a - c).abs().max() > 1e-3, "eta = 0 must differ from the stochastic sampler"
 
@@ -43,7 +43,8 @@ def test_ddim_at_eta_zero_draws_only_x_T():
     model = build()
     shape = (3, *SPEC.shape)
     g = torch.Generator().manual_seed(5)
-    out = samplers.ddim(model.process, model.net, shape, [0, 4, 7, 11], 0.0, g, dtype=torch.float64)
+    out, nfe = samplers.ddim(model.process, model.net, shape, [0, 4, 7, 11], 0.0, g, dtype=torch.float64)
+    assert nfe == 4
     expected_state = torch.Generator().manual_seed(5)
     x_T = torch.randn(shape, generator=expected_state, dtype=torch.float64)
     torch.testing.assert_close(g.get_state(), expected_state.get_state())
@@ -187,7 +188,7 @@ def test_sample_contract_and_errors():
     z = model.sample(3, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
     assert torch.equal(y, z)
     with pytest.raises(GenzooError):
-        model.sample(2, sampler="euler")
+        model.sample(2, sampler="pc")
     with pytest.raises(GenzooError):
         model.sample(2, sampler="ancestral", steps=5)
     with pytest.raises(GenzooError):

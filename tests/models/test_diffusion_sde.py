@@ -64,8 +64,8 @@ def test_samplers_with_the_exact_score_draw_the_data_distribution():
     sde = VPSDE()
     g = torch.Generator().manual_seed(0)
     shape = (4000, 1, 1, 1)
-    pc = pc_sample(sde, gaussian_score(sde), shape, 150, eps=1e-3, snr=0.1, generator=g, dtype=torch.float64)
-    ode = ode_sample(sde, gaussian_score(sde), shape, eps=1e-3, rtol=1e-6, atol=1e-6, generator=g, dtype=torch.float64)
+    pc, _ = pc_sample(sde, gaussian_score(sde), shape, 150, eps=1e-3, snr=0.1, generator=g, dtype=torch.float64)
+    ode, _ = ode_sample(sde, gaussian_score(sde), shape, eps=1e-3, rtol=1e-6, atol=1e-6, generator=g, dtype=torch.float64)
     se = SD / math.sqrt(shape[0])
     for x in (pc, ode):
         assert abs(x.mean().item() - MU) < 5 * se

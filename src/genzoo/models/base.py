@@ -27,6 +27,7 @@ Methods (those marked * must be defined; the rest have working defaults):
     task_metrics(data, generator) extra metrics for `genzoo eval` and compare (PSNR, ...)
     figures(data, generator)      extra figures for `genzoo sample`, as data (drawn by genzoo.viz)
     options(method)               the keyword options of a method, for the command line
+    sample_stats()                the sampler and NFE of the last `sample` call (default: None)
 """
 from __future__ import annotations
 
@@ -78,6 +79,14 @@ class LogLikelihood(NamedTuple):
 
     nats: Tensor
     kind: Kind
+
+
+class SampleStats(NamedTuple):
+    """What the last `sample` call cost: the sampler's name and its number of network evaluations (NFE)
+    per batch (classifier-free guidance counts two per step)."""
+
+    sampler: str
+    nfe: int
 
 
 class Option(NamedTuple):
@@ -145,6 +154,12 @@ class GenerativeModel(nn.Module):
         """Extra figures for `genzoo sample`, name -> figure data; genzoo.viz draws them as NAME.png.
         Default: none."""
         return {}
+
+    def sample_stats(self) -> SampleStats | None:
+        """The sampler and NFE of the last `sample` call, for `genzoo sample`, run metrics and compare;
+        None (the default) for a model that does not record them. A model records them with
+        `self._sample_stats = SampleStats(...)` at the end of `sample`."""
+        return self.__dict__.get("_sample_stats")
 
     @classmethod
     def options(cls, method: str) -> list[Option]:

@@ -125,15 +125,20 @@ class UNet(nn.Module):
     attention_resolutions, and a middle of ResBlock - attention - ResBlock.
     Group norm uses up to 32 groups; on 1x1 inputs (2-D toy data) one group, a layer norm over
     channels, since a group of one channel at one position normalizes every input to 0.
+    With num_classes > 0 a class embedding is added to the time embedding; label num_classes (or
+    labels=None) is the null class, the unconditional model of classifier-free guidance.
     """
 
     def __init__(self, in_channels: int, out_channels: int, image_size: int, base_channels: int = 64,
                  channel_mults: Sequence[int] = (1, 2), num_res_blocks: int = 1,
-                 attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0, num_heads: int = 1) -> None:
+                 attention_resolutions: Sequence[int] = (4,), dropout: float = 0.0, num_heads: int = 1,
+                 num_classes: int = 0) -> None:
         super().__init__()
         emb_dim = 4 * base_channels
         g = 32 if image_size > 1 else 1
+        self.num_classes = num_classes
         self.time_embed = TimeEmbedding(base_channels, emb_dim)
+        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def attention(ch: int, res: int) -> nn.Module:
@@ -167,10 +172,14 @@ class UNet(nn.Module):
         self.norm_out = group_norm(ch, g)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         assert x.ndim == 4 and t.shape == (x.shape[0],), \
             f"x must be (B, C, H, W) and t (B,), got {tuple(x.shape)}, {tuple(t.shape)}"
         emb = self.time_embed(t)
+        if self.label_embed is not None:
+            if labels is None:
+                labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(labels)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

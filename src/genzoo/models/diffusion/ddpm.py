@@ -39,7 +39,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
+from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_positive, check_range
 from . import samplers
 
 # isort: off
@@ -51,7 +51,6 @@ from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_like
 VARIANCES = ("fixed_small", "fixed_large", "learned")
 PREDICTIONS = ("eps", "levels")
 OBJECTIVES = ("simple", "hybrid", "vlb")
-SAMPLERS = ("ancestral", "ddim")
 
 
 class GaussianDiffusion(nn.Module):
@@ -366,34 +365,28 @@ class DDPM(LikelihoodModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "ancestral",
                steps: Optional[int] = None, eta: float = 0.0, clip: bool = True) -> Tensor:
-        """n images (n, C, H, W) int64 from x_T ~ N(0, I).
+        """n images (n, C, H, W) int64 from x_T ~ N(0, I); `sample_stats()` gives the NFE.
 
         sampler "ancestral": x_t-1 ~ p(x_t-1 | x_t) for every t = T-1..0, no noise on the last
-        step (steps must be None or T). "ddim": the DDIM update over `steps` evenly spaced steps
-        (default 50) with noise scale eta (0: deterministic). `clip` keeps the predicted x_0 in
-        [-1, 1]. The final mean is rounded to the nearest level.
+        step (steps must be None or T). "ddim" (noise scale eta; 0 is deterministic), "euler",
+        "heun" and "dpm-solver++" (the probability-flow ODE) over `steps` evenly spaced steps
+        (default 50); see samplers.py. `clip` keeps the predicted x_0 in [-1, 1]. The final mean
+        is rounded to the nearest level.
         """
         n = self.check_n(n)
         T = self.process.timesteps
-        if sampler not in SAMPLERS:
-            raise GenzooError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T):
-            raise GenzooError(f"steps must be an integer between 1 and {T}, got {steps!r}.")
+        samplers.check_sampler(sampler, samplers.DISCRETE)
+        samplers.check_steps(steps, T)
         if not isinstance(eta, (int, float)) or eta < 0:
             raise GenzooError(f"eta must be a non-negative number, got {eta!r}.")
         if sampler == "ancestral" and steps not in (None, T):
             raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
-        shape = (n, *self.spec.shape)
-        dtype = self._dtype()
         was_training = self.training
         self.eval()
         try:
-            if sampler == "ancestral":
-                x0 = samplers.ancestral(self.process, self.net, shape, generator, clip=clip, device=self.device, dtype=dtype)
-            else:
-                timesteps = samplers.even_timesteps(T, steps or min(50, T))
-                x0 = samplers.ddim(self.process, self.net, shape, timesteps, eta, generator, clip=clip,
-                                   device=self.device, dtype=dtype)
+            x0, nfe = samplers.discrete(self.process, self.net, sampler, (n, *self.spec.shape), steps or min(50, T),
+                                        eta, generator, clip, self.device, self._dtype())
         finally:
             self.train(was_training)
+        self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(x0, self.spec.levels)

@@ -15,6 +15,7 @@ from torch import Tensor
 from ...errors import GenzooError
 
 OdeFn = Callable[[float, Tensor], Tensor]
+VectorField = Callable[[Tensor, Tensor], Tensor]
 METHODS = ("rk45", "rk4")
 
 
@@ -83,6 +84,37 @@ def rk45(f: OdeFn, y0: Tensor, t0: float, t1: float, rtol: float = 1e-5, atol: f
         factor = 10.0 if err_norm == 0 else min(10.0, max(0.2, 0.9 * err_norm ** -0.2))
         h = h * (min(factor, 1.0) if err_norm > 1.0 else factor)
     return y, evals
+
+
+def change_of_variables(field: VectorField, x: Tensor, t0: float, t1: float, divergence: str = "exact",
+                        method: str = "rk45", steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, int]:
+    """(x(t1), delta (B,), evaluations) for dx/dt = field(x, t) started at x(t0) = x, where
+        delta = int_t0^t1 div field(x(t), t) dt,   so   log p_t0(x) = log p_t1(x(t1)) + delta
+    (the instantaneous change of variables, Chen et al. 2018, theorem 1). `field` takes x (B, ...)
+    and t (B,) in x's dtype. divergence "exact" (D backward passes per evaluation) or "hutchinson"
+    (one Rademacher v per image, fixed over the solve: an unbiased estimate of delta; Grathwohl et al.
+    2019); method "rk45" (rtol, atol) or "rk4" (`steps`).
+    """
+    if divergence not in ("exact", "hutchinson"):
+        raise GenzooError(f"divergence must be exact or hutchinson, got {divergence!r}.")
+    if method not in METHODS:
+        raise GenzooError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    shape, B, D = x.shape, x.shape[0], x[0].numel()
+    v = None
+    if divergence == "hutchinson":
+        v = torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+
+    def f(t: float, y: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xs = y[:, :D].reshape(shape).detach().requires_grad_(True)
+            dx = field(xs, torch.full((B,), t, dtype=x.dtype, device=x.device))
+            div = divergence_exact(dx, xs) if v is None else divergence_hutchinson(dx, xs, v)
+        return torch.cat([dx.detach().flatten(1), div.detach()[:, None]], dim=1)
+
+    y0 = torch.cat([x.detach().flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], dim=1)
+    y1, evals = rk4(f, y0, t0, t1, steps) if method == "rk4" else rk45(f, y0, t0, t1, rtol, atol)
+    return y1[:, :D].reshape(shape), y1[:, D], evals
 
 
 # -- divergences ---------------------------------------------------------------------------------

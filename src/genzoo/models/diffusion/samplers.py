@@ -1,21 +1,130 @@
-"""Samplers for the discrete-time Gaussian diffusion: ancestral (DDPM) and DDIM.
+"""The sampler menu of every diffusion and continuous-time model, each returning (x, NFE).
 
-Stateless loops over 0-based time steps. Each takes the process (`GaussianDiffusion`: betas,
-alpha_bar, p_mean_variance) and the network, draws x_T ~ N(0, I) and every later noise from the
-explicit `generator`, one (shape)-sized draw per noisy step in order, and no noise on the step
-into x_0; both return the final continuous x_0 in model space.
+NFE is the number of network evaluations per image batch (classifier-free guidance counts two).
+Names, and the models each applies to:
+    ancestral      discrete-time diffusion: x_t-1 ~ p(x_t-1 | x_t)               Ho et al. 2020, alg. 2
+    ddim           discrete-time diffusion, noise scale eta                     Song, Meng & Ermon 2021
+    euler          every model with a probability-flow ODE
+    heun           every model with a probability-flow ODE                      Karras et al. 2022, alg. 1
+    dpm-solver++   noise- or x_0-predicting models (2M, multistep)              Lu et al. 2022, alg. 2
+    pc, ode        score models: predictor-corrector and the adaptive ODE        (sde.py; flow matching has ode too)
+
+The discrete-time loops (ancestral, ddim) take the process (`GaussianDiffusion`) and the network,
+run over 0-based time steps, draw x_T ~ N(0, I) and every later noise from the explicit
+`generator`, one (shape)-sized draw per noisy step in order, and no noise on the step into x_0.
+
+The ODE solvers (euler, heun) integrate dx/ds = f(x, i) over a grid s_0, ..., s_N, where f is given
+the grid index i and is only ever evaluated at grid points. A Gaussian-path model
+x = alpha_i x_0 + sigma_i eps gives them Karras et al.'s form: x~ = x / alpha, s = sigma / alpha and
+dx~/ds = (x~ - D(x, i)) / s with D the model's x_0 prediction (`scaled_ode`). DPM-Solver++ takes D
+and the (alpha_i, sigma_i) grid directly. All are deterministic given the starting noise.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ...errors import GenzooError
 from .schedules import predict_eps_from_x0
 
 Net = Callable[[Tensor, Tensor], Tensor]
+GridFn = Callable[[Tensor, int], Tensor]
+Sampled = tuple[Tensor, int]
+MENU = ("ancestral", "ddim", "euler", "heun", "dpm-solver++", "pc", "ode")
+
+
+def check_sampler(sampler: str, available: Sequence[str]) -> None:
+    """One sentence unless `sampler` is one of the samplers that apply to this model."""
+    if sampler not in available:
+        what = "does not apply to this model" if sampler in MENU else "is not a sampler"
+        raise GenzooError(f"sampler {sampler!r} {what}; choose one of {', '.join(available)}.")
+
+
+def check_steps(steps: object, most: float = math.inf) -> None:
+    """One sentence unless `steps` is None or a positive integer (at most `most`)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= most):
+        bound = "" if most == math.inf else f" of at most {most}"
+        raise GenzooError(f"steps must be a positive integer{bound}, got {steps!r}.")
+
+
+# -- ODE solvers on a grid ------------------------------------------------------------------------
+
+def euler(f: GridFn, x: Tensor, s: Sequence[float]) -> Sampled:
+    """x_{i+1} = x_i + (s_{i+1} - s_i) f(x_i, i): first order, one evaluation per step."""
+    for i in range(len(s) - 1):
+        x = x + (s[i + 1] - s[i]) * f(x, i)
+    return x, len(s) - 1
+
+
+def heun(f: GridFn, x: Tensor, s: Sequence[float], correct_last: bool = True) -> Sampled:
+    """Heun's second-order method (the trapezoid rule with an Euler predictor):
+        d = f(x_i, i),  x' = x_i + h d,  x_{i+1} = x_i + h (d + f(x', i+1)) / 2,   h = s_{i+1} - s_i.
+    Without `correct_last` the last step is Euler's (f is singular at the end of a diffusion's grid,
+    sigma = 0).  Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
+    Models", algorithm 1 (S_churn = 0).
+    """
+    nfe, n = 0, len(s) - 1
+    for i in range(n):
+        h = s[i + 1] - s[i]
+        d = f(x, i)
+        x_next = x + h * d
+        nfe += 1
+        if correct_last or i < n - 1:
+            x_next = x + h * (d + f(x_next, i + 1)) / 2
+            nfe += 1
+        x = x_next
+    return x, nfe
+
+
+def scaled_ode(x0_fn: GridFn, alphas: Sequence[float], sigmas: Sequence[float]) -> tuple[GridFn, list[float]]:
+    """(f, s) for the probability-flow ODE of x = alpha x_0 + sigma eps in Karras et al.'s variables:
+    x~ = x / alpha, s = sigma / alpha, dx~/ds = (x~ - D(alpha x~, i)) / s (their eq. 4 with s(t) = 1),
+    where x0_fn(x, i) = D is the model's x_0 prediction at grid point i. Solve for x~, then x = alpha x~."""
+    s = [sg / a for a, sg in zip(alphas, sigmas)]
+
+    def f(x_scaled: Tensor, i: int) -> Tensor:
+        return (x_scaled - x0_fn(alphas[i] * x_scaled, i)) / s[i]
+
+    return f, s
+
+
+def dpm_solver_pp_2m(x0_fn: GridFn, x: Tensor, alphas: Sequence[float], sigmas: Sequence[float]) -> Sampled:
+    """DPM-Solver++(2M) over a grid of (alpha_i, sigma_i), lambda = log(alpha / sigma) rising:
+        x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (alpha_{i+1} - alpha_i sigma_{i+1} / sigma_i) D_i'
+        D_i' = (1 + 1 / (2 r)) D_i - D_{i-1} / (2 r),   r = h_{i-1} / h_i,   h_i = lambda_{i+1} - lambda_i,
+    (alpha_{i+1} - alpha_i sigma_{i+1} / sigma_i is -alpha_{i+1} (e^-h - 1), kept finite where alpha_i = 0
+    or sigma_{i+1} = 0). D_i' = D_i (first order, DDIM) on the first step and wherever an h is infinite.
+    Lu et al. 2022, "DPM-Solver++", algorithm 2.
+    """
+    lam = [math.log(a / sg) if a > 0 and sg > 0 else (math.inf if sg == 0 else -math.inf)
+           for a, sg in zip(alphas, sigmas)]
+    prev, h_prev = None, math.inf
+    for i in range(len(alphas) - 1):
+        d = x0_fn(x, i)
+        h = lam[i + 1] - lam[i]
+        d_use = d
+        if prev is not None and math.isfinite(h) and math.isfinite(h_prev):
+            r = h_prev / h
+            d_use = (1 + 1 / (2 * r)) * d - prev / (2 * r)
+        ratio = sigmas[i + 1] / sigmas[i]
+        x = ratio * x + (alphas[i + 1] - alphas[i] * ratio) * d_use
+        prev, h_prev = d, h
+    return x, len(alphas) - 1
+
+
+def gaussian_path(sampler: str, x0_fn: GridFn, x: Tensor, alphas: Sequence[float], sigmas: Sequence[float]) -> Sampled:
+    """`euler` or `heun` in Karras et al.'s variables (`scaled_ode`; a last step into sigma = 0 is
+    Euler's), or `dpm-solver++`, from x at grid point 0 over the grid of (alpha_i, sigma_i)."""
+    if sampler == "dpm-solver++":
+        return dpm_solver_pp_2m(x0_fn, x, alphas, sigmas)
+    assert sampler in ("euler", "heun") and alphas[0] > 0, f"no Gaussian-path sampler {sampler!r} from alpha = 0"
+    f, s = scaled_ode(x0_fn, alphas, sigmas)
+    y, nfe = euler(f, x / alphas[0], s) if sampler == "euler" else heun(f, x / alphas[0], s, sigmas[-1] > 0)
+    return alphas[-1] * y, nfe
 
 
 def even_timesteps(timesteps: int, steps: int) -> list[int]:
@@ -32,7 +141,7 @@ def _noise(shape: Sequence[int], generator: torch.Generator | None, device: torc
 
 @torch.no_grad()
 def ancestral(process, net: Net, shape: Sequence[int], generator: torch.Generator | None = None, clip: bool = True,
-              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Sampled:
     """x_T ~ N(0, I); x_t-1 = mu_theta(x_t, t) + sigma_t z for t = T-1..1; x_0 = mu_theta(x_1, 0).
 
     Ho et al. 2020, algorithm 2, with sigma_t^2 from the process (beta-tilde, beta or learned).
@@ -44,13 +153,13 @@ def ancestral(process, net: Net, shape: Sequence[int], generator: torch.Generato
         x = pred["mean"]
         if t > 0:
             x = x + torch.exp(0.5 * pred["log_var"]) * _noise(shape, generator, device, dtype)
-    return x
+    return x, process.timesteps
 
 
 @torch.no_grad()
 def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta: float = 0.0,
          generator: torch.Generator | None = None, clip: bool = True,
-         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Sampled:
     """DDIM over an ascending subsequence tau of 0-based steps, from x_T ~ N(0, I) at tau[-1].
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z
@@ -70,7 +179,7 @@ def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta:
         pred = process.p_mean_variance(net, x, tt, clip=clip)
         x0 = pred["x0"]
         if i == 0:
-            return x0
+            return x0, len(taus)
         eps = predict_eps_from_x0(alpha_bar, x, tt, x0)
         abar_t = alpha_bar[t].item()
         abar_prev = alpha_bar[taus[i - 1]].item()
@@ -78,4 +187,31 @@ def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta:
         x = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
             x = x + sigma * _noise(shape, generator, device, dtype)
-    return x
+    return x, len(taus)
+
+
+DISCRETE = ("ancestral", "ddim", "euler", "heun", "dpm-solver++")
+
+
+@torch.no_grad()
+def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, eta: float = 0.0,
+             generator: torch.Generator | None = None, clip: bool = True, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> Sampled:
+    """Any sampler of DISCRETE for the discrete-time process, over `steps` evenly spaced steps (ancestral:
+    all T). The ODE samplers run on the grid (sqrt(abar_t), sqrt(1 - abar_t)) of those steps, from
+    x_T ~ N(0, I), and end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0."""
+    if sampler == "ancestral":
+        return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype)
+    taus = even_timesteps(process.timesteps, steps)
+    if sampler == "ddim":
+        return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype)
+    grid = taus[::-1]
+    abar = process.alpha_bar
+    alphas = [abar[t].sqrt().item() for t in grid] + [1.0]
+    sigmas = [(1 - abar[t]).sqrt().item() for t in grid] + [0.0]
+
+    def x0_fn(x: Tensor, i: int) -> Tensor:
+        t = torch.full((shape[0],), grid[i], dtype=torch.long, device=x.device)
+        return process.p_mean_variance(net, x, t, clip=clip)["x0"]
+
+    return gaussian_path(sampler, x0_fn, _noise(shape, generator, device, dtype), alphas, sigmas)

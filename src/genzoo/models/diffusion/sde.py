@@ -13,7 +13,7 @@ estimator E[v^T J v] (Grathwohl et al. 2019).
 The network predicts the noise: score(x, t) = -eps_theta(x / sqrt(m^2 + s^2), 999 t) / s(t), trained
 by denoising score matching with lambda(t) = s(t)^2 (Song et al. eq. 7), which is the eps MSE.
 Data are dequantized uniformly within bins of width 2/(K-1) around the levels 2k/(K-1) - 1, so the
-ODE density gives a lower bound on the discrete probability: log P(x) >= E_u[log p(x + u)] + D log(2/(K-1)).
+ODE density gives a lower bound on the discrete probability (continuous.py, shared with flow matching).
 The integrators (fixed-step RK4, adaptive Dormand-Prince RK45) and the divergences are in ode.py.
 """
 from __future__ import annotations
@@ -27,17 +27,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...data.spec import DataSpec
-from ...data.transforms import from_centered, to_centered
+from ...data.transforms import from_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob
-from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
-from .ddpm import check_unet_fields
-from .ode import METHODS, divergence_exact, divergence_hutchinson, rk4, rk45
+from ..base import LogLikelihood, SampleStats, check_positive, check_range
+from .continuous import ContinuousTimeModel, UNetConfig, build_unet
+from .ode import METHODS, change_of_variables, rk4, rk45
+from .samplers import check_sampler, check_steps, gaussian_path
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-SDE_SAMPLERS = ("pc", "em", "ode")
-DIVERGENCES = ("auto", "exact", "hutchinson")
+SDE_SAMPLERS = ("pc", "em", "ode", "euler", "heun", "dpm-solver++")
 
 
 # -- the SDEs (plain math) --------------------------------------------------------------------
@@ -119,42 +118,18 @@ def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, t0: float = 1e-5,
                        divergence: str = "exact", method: str = "rk45", steps: int = 100,
                        rtol: float = 1e-5, atol: float = 1e-5,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, int]:
-    """log p_t0(x) (B,) of continuous x under the probability-flow ODE, the latent x(t1), and evaluations.
-
-    Integrates d[x, delta]/dt = [f~(x, t), div f~(x, t)] from t0 to t1; log p_t0(x) = log p_t1(x(t1)) + delta.
-    divergence "exact" or "hutchinson" (one Rademacher v per image, fixed over the solve).
-    """
-    if divergence not in ("exact", "hutchinson"):
-        raise GenzooError(f"divergence must be exact or hutchinson, got {divergence!r}.")
-    if method not in METHODS:
-        raise GenzooError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    shape, B, D = x.shape, x.shape[0], x[0].numel()
-    v = None
-    if divergence == "hutchinson":
-        v = torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
-
-    def f(t: float, y: Tensor) -> Tensor:
-        with torch.enable_grad():
-            xs = y[:, :D].reshape(shape).detach().requires_grad_(True)
-            tt = torch.full((B,), t, dtype=x.dtype, device=x.device)
-            dx = probability_flow(sde, score_fn, xs, tt)
-            div = divergence_exact(dx, xs) if v is None else divergence_hutchinson(dx, xs, v)
-        return torch.cat([dx.detach().flatten(1), div.detach()[:, None]], dim=1)
-
-    y0 = torch.cat([x.detach().flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], dim=1)
-    if method == "rk4":
-        y1, evals = rk4(f, y0, t0, t1, steps)
-    else:
-        y1, evals = rk45(f, y0, t0, t1, rtol, atol)
-    z = y1[:, :D].reshape(shape)
-    return sde.prior_log_prob(z) + y1[:, D], z, evals
+    """log p_t0(x) (B,) of continuous x under the probability-flow ODE, the latent x(t1), and evaluations:
+    log p_t0(x) = log p_t1(x(t1)) + int_t0^t1 div f~ dt, by `change_of_variables` (ode.py)."""
+    z, delta, evals = change_of_variables(lambda xs, tt: probability_flow(sde, score_fn, xs, tt), x, t0, t1,
+                                          divergence, method, steps, rtol, atol, generator)
+    return sde.prior_log_prob(z) + delta, z, evals
 
 
 @torch.no_grad()
 def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, eps: float = 1e-3,
               snr: float = 0.16, corrector_steps: int = 1, generator: torch.Generator | None = None,
-              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-    """Predictor-corrector sampling from x(1) ~ prior on the grid t_i = linspace(1, eps, steps).
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
+    """(x, NFE): predictor-corrector sampling from x(1) ~ prior on the grid t_i = linspace(1, eps, steps).
 
     Corrector (Langevin, Song et al. algorithm 4-5), corrector_steps times: x += a s + sqrt(2a) z with
     a = 2 alpha (snr ||z|| / ||s||)^2, norms averaged over the batch, alpha = exp(-beta(t) dt) for VP
@@ -180,16 +155,16 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, e
         g2 = _col(sde.g2(t), x)
         x_mean = x - (sde.drift(x, t) - g2 * score_fn(x, t)) * dt
         if i == steps - 1:
-            return x_mean
+            break
         x = x_mean + (g2 * dt).sqrt() * torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    return x
+    return x_mean, steps * (corrector_steps + 1)
 
 
 @torch.no_grad()
 def ode_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], eps: float = 1e-3, method: str = "rk45",
                steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-    """x(1) ~ prior, then the probability-flow ODE from t = 1 back to t = eps (deterministic given x(1))."""
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
+    """(x, NFE): x(1) ~ prior, then the probability-flow ODE from t = 1 back to t = eps (deterministic given x(1))."""
     n = shape[0]
     x1 = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sde.prior_std()
 
@@ -198,18 +173,19 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], eps: float =
         return probability_flow(sde, score_fn, y.view(shape), tt).flatten(1)
 
     if method == "rk4":
-        y, _ = rk4(f, x1.flatten(1), 1.0, eps, steps)
+        y, nfe = rk4(f, x1.flatten(1), 1.0, eps, steps)
     else:
-        y, _ = rk45(f, x1.flatten(1), 1.0, eps, rtol, atol)
-    return y.view(shape)
+        y, nfe = rk45(f, x1.flatten(1), 1.0, eps, rtol, atol)
+    return y.view(shape), nfe
 
 
 # -- the model --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ScoreSDEConfig:
+class ScoreSDEConfig(UNetConfig):
     """sde: "vp" (beta_min, beta_max) or "ve" (sigma_min, sigma_max); t_min: the smallest time trained
-    and integrated from (eps in Song et al.); sample_steps: default steps of the pc/em samplers."""
+    and integrated from (eps in Song et al.); sample_steps: default steps of the pc/em samplers; the
+    U-Net and the ODE likelihood's solver settings are continuous.py's UNetConfig."""
 
     sde: str = "vp"
     beta_min: float = 0.1
@@ -219,34 +195,22 @@ class ScoreSDEConfig:
     t_min: float = 1e-5
     sample_eps: float = 1e-3
     sample_steps: int = 1000
-    exact_divergence_max_dims: int = 16
-    validation_steps: int = 10
-    ode_rtol: float = 1e-5
-    ode_atol: float = 1e-5
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (4,)
-    num_heads: int = 1
-    dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.sde not in ("vp", "ve"):
             raise GenzooError(f"sde must be vp or ve, got {self.sde!r}.")
-        for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps", "validation_steps",
-                     "base_channels", "num_res_blocks", "num_heads", "ode_rtol", "ode_atol"):
+        for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps"):
             check_positive(getattr(self, name), name)
-        check_positive(self.exact_divergence_max_dims, "exact_divergence_max_dims", allow_zero=True)
         if self.beta_max <= self.beta_min:
             raise GenzooError(f"beta_max must exceed beta_min, got {self.beta_max} <= {self.beta_min}.")
         if self.sigma_max <= self.sigma_min:
             raise GenzooError(f"sigma_max must exceed sigma_min, got {self.sigma_max} <= {self.sigma_min}.")
         check_range(self.t_min, "t_min", 1e-8, 0.5)
         check_range(self.sample_eps, "sample_eps", 1e-8, 0.5)
-        check_unet_fields(self)
 
 
-class ScoreSDE(LikelihoodModel):
+class ScoreSDE(ContinuousTimeModel):
     """Score-based model with a VP or VE SDE, a predictor-corrector sampler and ODE likelihoods."""
 
     name = "score-sde"
@@ -257,25 +221,9 @@ class ScoreSDE(LikelihoodModel):
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)
-        C = spec.channels
-        self.net = UNet(C, C, min(spec.height, spec.width), config.base_channels, config.channel_mults,
-                        config.num_res_blocks, config.attention_resolutions, config.dropout, config.num_heads)
+        self.net = build_unet(spec, config)
         self.sde: SDE = (VPSDE(config.beta_min, config.beta_max) if config.sde == "vp"
                          else VESDE(config.sigma_min, config.sigma_max))
-
-    @property
-    def bin_width(self) -> float:
-        """Width of a level's bin in model space, 2/(K-1)."""
-        return 2.0 / (self.spec.levels - 1)
-
-    def _dtype(self) -> torch.dtype:
-        return self.net.conv_in.weight.dtype
-
-    def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Levels -> 2k/(K-1) - 1 + u, u ~ U(-w/2, w/2) with w the bin width."""
-        centre = to_centered(x, self.spec.levels, dtype=self._dtype())
-        u = torch.rand(x.shape, generator=generator, dtype=centre.dtype, device=x.device) - 0.5
-        return centre + u * self.bin_width
 
     def eps_pred(self, xt: Tensor, t: Tensor) -> Tensor:
         """eps_theta(x_t, t): the network on x_t / sqrt(m^2 + s^2) (unit scale) and time 999 t."""
@@ -305,54 +253,39 @@ class ScoreSDE(LikelihoodModel):
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, divergence: str = "auto",
                        method: str = "rk45", steps: int = 100, rtol: float | None = None,
                        atol: float | None = None) -> LogLikelihood:
-        """Lower bound on log P(x) in nats (B,): uniform dequantization and the probability-flow ODE.
+        """Lower bound on log P(x) in nats (B,): uniform dequantization and the probability-flow ODE
+        from t_min to 1 (continuous.py). divergence "auto" is exact for at most
+        exact_divergence_max_dims dimensions, else Hutchinson's; method "rk45" (adaptive, rtol/atol,
+        by default the config's ode_rtol/ode_atol) or "rk4" (`steps`)."""
+        def field(y: Tensor, t: Tensor) -> Tensor:
+            return probability_flow(self.sde, self.score, y, t)
 
-        log P(x) >= log p_eps(x + u) + D log(2/(K-1)), u uniform in the bin, one draw per image.
-        divergence "auto" is exact for at most exact_divergence_max_dims dimensions, else Hutchinson's
-        (unbiased for the bound's integrand); method "rk45" (adaptive, rtol/atol, by default the
-        config's ode_rtol/ode_atol) or "rk4" (`steps`).
-        """
-        x = self.check_input(x)
-        rtol = self.config.ode_rtol if rtol is None else rtol
-        atol = self.config.ode_atol if atol is None else atol
-        if divergence not in DIVERGENCES:
-            raise GenzooError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}.")
-        if divergence == "auto":
-            divergence = "exact" if self.spec.dims <= self.config.exact_divergence_max_dims else "hutchinson"
-        was_training = self.training
-        self.eval()
-        try:
-            y = self.dequantize(x, generator)
-            log_p, _, _ = ode_log_likelihood(self.sde, self.score, y, self.config.t_min, 1.0, divergence, method,
-                                             steps, rtol, atol, generator)
-        finally:
-            self.train(was_training)
-        return LogLikelihood(log_p + self.spec.dims * math.log(self.bin_width), "lower_bound")
+        return self.ode_bound(x, field, self.config.t_min, 1.0, self.sde.prior_log_prob, generator, divergence,
+                              method, steps, rtol, atol)
 
-    @torch.no_grad()
-    def validation_nats(self, x: Tensor) -> LogLikelihood:
-        """A cheap estimate of log_likelihood, nats per image (B,), kind "lower_bound": one
-        dequantization draw, the probability-flow ODE by RK4 with validation_steps steps and
-        Hutchinson's divergence, generator seeded 0."""
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        return self.log_likelihood(x, generator, divergence="hutchinson", method="rk4",
-                                   steps=self.config.validation_steps)
+    def _x0_pred(self, t: Tensor) -> Callable[[Tensor, int], Tensor]:
+        """x0_fn(x, i) = (x - s eps_theta(x, t_i)) / m at t_i = t[i], for the samplers."""
+        def x0_fn(x: Tensor, i: int) -> Tensor:
+            tt = torch.full((x.shape[0],), float(t[i]), dtype=x.dtype, device=x.device)
+            m, s = self.sde.marginal(tt)
+            return (x - _col(s, x) * self.eps_pred(x, tt)) / _col(m, x)
+        return x0_fn
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "pc", steps: Optional[int] = None,
                snr: float = 0.16, corrector_steps: int = 1, method: str = "rk45", rtol: float = 1e-5,
                atol: float = 1e-5) -> Tensor:
-        """n images (n, C, H, W) int64.
+        """n images (n, C, H, W) int64; `sample_stats()` gives the NFE.
 
         sampler "pc": predictor-corrector (reverse Euler-Maruyama + Langevin, `snr`, `corrector_steps`)
         over `steps` (default sample_steps); "em": Euler-Maruyama alone; "ode": the probability-flow
-        ODE with method "rk45" (rtol, atol) or "rk4" (`steps`, default 100).
+        ODE with method "rk45" (rtol, atol) or "rk4" (`steps`, default 100); "euler", "heun",
+        "dpm-solver++": the probability-flow ODE on `steps` times (default 50) evenly spaced from 1
+        to sample_eps, then the x_0 prediction there (samplers.py).
         """
         n = self.check_n(n)
-        if sampler not in SDE_SAMPLERS:
-            raise GenzooError(f"unknown sampler {sampler!r}; choose one of {', '.join(SDE_SAMPLERS)}.")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise GenzooError(f"steps must be a positive integer, got {steps!r}.")
+        check_sampler(sampler, SDE_SAMPLERS)
+        check_steps(steps)
         if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
             raise GenzooError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}.")
         if not isinstance(snr, (int, float)) or snr <= 0:
@@ -365,10 +298,17 @@ class ScoreSDE(LikelihoodModel):
         self.eval()
         try:
             if sampler == "ode":
-                y = ode_sample(self.sde, self.score, shape, self.config.sample_eps, method, steps or 100, rtol, atol, **kwargs)
+                y, nfe = ode_sample(self.sde, self.score, shape, self.config.sample_eps, method, steps or 100, rtol,
+                                    atol, **kwargs)
+            elif sampler in ("pc", "em"):
+                y, nfe = pc_sample(self.sde, self.score, shape, steps or self.config.sample_steps, self.config.sample_eps,
+                                   snr, corrector_steps if sampler == "pc" else 0, **kwargs)
             else:
-                y = pc_sample(self.sde, self.score, shape, steps or self.config.sample_steps, self.config.sample_eps,
-                              snr, corrector_steps if sampler == "pc" else 0, **kwargs)
+                t = torch.linspace(1.0, self.config.sample_eps, steps or 50, dtype=torch.float64)
+                m, s = self.sde.marginal(t)
+                x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
+                y, nfe = gaussian_path(sampler, self._x0_pred(t), x1, m.tolist() + [1.0], s.tolist() + [0.0])
         finally:
             self.train(was_training)
+        self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(y, self.spec.levels)

@@ -1,0 +1,110 @@
+"""What every continuous-time model shares: one U-Net configuration, uniform dequantization, and the
+bound on log P(x) of the discrete image from the density of an ODE (score-sde, flow-matching).
+
+Levels k of K map to 2k/(K-1) - 1 in [-1, 1] and are dequantized uniformly within their bin of
+width w = 2/(K-1). For any density p of the continuous y = centre(x) + u, u ~ U(-w/2, w/2)^D,
+    log P(x) >= E_u[log p(centre(x) + u)] + D log w                (Jensen; Theis et al. 2016),
+and p comes from the instantaneous change of variables along the model's ODE (ode.py), its
+divergence exact for at most `exact_divergence_max_dims` dimensions, else Hutchinson's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ...data.spec import DataSpec
+from ...data.transforms import to_centered
+from ...errors import GenzooError
+from ...nn.unet import UNet
+from ..base import LikelihoodModel, LogLikelihood, check_positive
+from .ddpm import check_unet_fields
+from .ode import change_of_variables
+
+DIVERGENCES = ("auto", "exact", "hutchinson")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The U-Net of every continuous-time model (nn/unet.py), and how its ODE likelihood is solved:
+    exact divergence up to exact_divergence_max_dims dimensions; validation by RK4 with
+    validation_steps steps; log_likelihood by RK45 with ode_rtol and ode_atol."""
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (4,)
+    num_heads: int = 1
+    dropout: float = 0.1
+    exact_divergence_max_dims: int = 16
+    validation_steps: int = 10
+    ode_rtol: float = 1e-5
+    ode_atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("base_channels", "num_res_blocks", "num_heads", "validation_steps", "ode_rtol", "ode_atol"):
+            check_positive(getattr(self, name), name)
+        check_positive(self.exact_divergence_max_dims, "exact_divergence_max_dims", allow_zero=True)
+        check_unet_fields(self)
+
+
+def build_unet(spec: DataSpec, config: UNetConfig, num_classes: int = 0) -> UNet:
+    """The shared U-Net for images of `spec`, C channels in and out."""
+    C = spec.channels
+    return UNet(C, C, min(spec.height, spec.width), config.base_channels, config.channel_mults,
+                config.num_res_blocks, config.attention_resolutions, config.dropout, config.num_heads,
+                num_classes=num_classes)
+
+
+class ContinuousTimeModel(LikelihoodModel):
+    """A likelihood model whose density is that of an ODE on dequantized data; holds `self.net`."""
+
+    config: Any
+    net: UNet
+
+    @property
+    def bin_width(self) -> float:
+        """Width of a level's bin in model space, 2/(K-1)."""
+        return 2.0 / (self.spec.levels - 1)
+
+    def _dtype(self) -> torch.dtype:
+        return self.net.conv_in.weight.dtype
+
+    def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Levels -> 2k/(K-1) - 1 + u, u ~ U(-w/2, w/2) with w the bin width."""
+        centre = to_centered(x, self.spec.levels, dtype=self._dtype())
+        u = torch.rand(x.shape, generator=generator, dtype=centre.dtype, device=x.device) - 0.5
+        return centre + u * self.bin_width
+
+    def ode_bound(self, x: Tensor, field: Callable[[Tensor, Tensor], Tensor], t0: float, t1: float,
+                  prior_log_prob: Callable[[Tensor], Tensor], generator: torch.Generator | None, divergence: str,
+                  method: str, steps: int, rtol: float | None, atol: float | None) -> LogLikelihood:
+        """The bound of the module docstring, nats (B,), one dequantization draw per image: the ODE
+        dy/dt = field(y, t) from the data at t0 to the prior at t1, where log p_t1 = prior_log_prob."""
+        x = self.check_input(x)
+        rtol = self.config.ode_rtol if rtol is None else rtol
+        atol = self.config.ode_atol if atol is None else atol
+        if divergence not in DIVERGENCES:
+            raise GenzooError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}.")
+        if divergence == "auto":
+            divergence = "exact" if self.spec.dims <= self.config.exact_divergence_max_dims else "hutchinson"
+        was_training = self.training
+        self.eval()
+        try:
+            y = self.dequantize(x, generator)
+            z, delta, _ = change_of_variables(field, y, t0, t1, divergence, method, steps, rtol, atol, generator)
+        finally:
+            self.train(was_training)
+        return LogLikelihood(prior_log_prob(z) + delta + self.spec.dims * math.log(self.bin_width), "lower_bound")
+
+    @torch.no_grad()
+    def validation_nats(self, x: Tensor, **options: Any) -> LogLikelihood:
+        """A cheap estimate of log_likelihood, nats per image (B,), kind "lower_bound": one
+        dequantization draw, the ODE by RK4 with validation_steps steps and Hutchinson's divergence,
+        generator seeded 0."""
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return self.log_likelihood(x, generator=generator, divergence="hutchinson", method="rk4",
+                                   steps=self.config.validation_steps, **options)

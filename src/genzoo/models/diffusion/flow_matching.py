@@ -1,0 +1,175 @@
+"""Flow matching: a network learns the velocity of a path from noise to data; samples come from an ODE,
+and the density from the instantaneous change of variables along it. Where flows and diffusion meet.
+
+Time t runs from noise (t = 0) to data (t = 1). The linear (optimal-transport, rectified) conditional path
+    x_t = (1 - t) x_0 + t x_1,   x_0 ~ N(0, I),  x_1 the dequantized data in [-1, 1],
+has the conditional velocity u_t = x_1 - x_0, and the conditional flow-matching loss
+    L_CFM = E_{t ~ U(0, 1), x_0, x_1} ||v_theta(x_t, t) - (x_1 - x_0)||^2
+has the same gradient as regressing the marginal velocity v(x, t) = E[x_1 - x_0 | x_t = x], its
+optimum.  Lipman et al. 2023, "Flow Matching for Generative Modeling", eq. 9, 20-23; Liu et al. 2023,
+"Flow Straight and Fast" (rectified flow).
+Samples solve dx/dt = v_theta(x, t) from x(0) ~ N(0, I) to t = 1. The path is Gaussian,
+x_t = alpha x_1 + sigma x_0 with alpha = t, sigma = 1 - t, so the x_1 (data) prediction
+D(x, t) = x + (1 - t) v gives DPM-Solver++ too (samplers.py). The density:
+    log p_1(x) = log N(x(0); 0, I) + int_1^0 div v_theta(x(t), t) dt       (continuous.py, ode.py)
+with x(0) the ODE solved from the data at t = 1 back to t = 0.
+Classifier-free guidance (Ho & Salimans 2022): labels are dropped with probability label_dropout in
+training (the null class); sampling uses v_u + w (v_c - v_u), w = `guidance`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import Tensor
+
+from ...data.spec import DataSpec
+from ...data.transforms import from_centered
+from ...errors import GenzooError
+from ...functional import standard_normal_log_prob
+from ..base import LogLikelihood, SampleStats, check_positive, check_range
+from .continuous import ContinuousTimeModel, UNetConfig, build_unet
+from .ode import rk45
+from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
+
+FM_SAMPLERS = ("heun", "euler", "dpm-solver++", "ode")
+
+
+def linear_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(x_t, u_t) = ((1 - t) x_0 + t x_1, x_1 - x_0), t (B,): the point and the conditional velocity."""
+    tc = t.to(x0.dtype).view(-1, *[1] * (x0.ndim - 1))
+    return (1 - tc) * x0 + tc * x1, x1 - x0
+
+
+@dataclass(frozen=True)
+class FlowMatchingConfig(UNetConfig):
+    """num_classes: 0 for an unconditional model, else the classes it is conditioned on, each label
+    dropped with probability label_dropout in training (classifier-free guidance); sample_steps: the
+    default steps of the fixed-step samplers. The U-Net and ODE settings are continuous.py's UNetConfig."""
+
+    num_classes: int = 0
+    label_dropout: float = 0.1
+    sample_steps: int = 25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
+        check_positive(self.sample_steps, "sample_steps")
+        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
+
+
+class FlowMatching(ContinuousTimeModel):
+    """Conditional flow matching on the linear path, the shared U-Net as the velocity network."""
+
+    name = "flow-matching"
+    Config = FlowMatchingConfig
+    loss_unit: ClassVar[str] = "squared error of the velocity per dimension (conditional flow matching)"
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
+                                                "ema_decay": 0.995, "eval_every": 500}
+
+    def __init__(self, spec: DataSpec, config: FlowMatchingConfig) -> None:
+        super().__init__(spec, config)
+        self.net = build_unet(spec, config, config.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes the model is conditioned on (config.num_classes; 0: unconditional)."""
+        return self.config.num_classes
+
+    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """Labels (n,) int64 in [0, num_classes) on the model's device; None for an unconditional model,
+        which ignores any labels it is given."""
+        k = self.config.num_classes
+        if k == 0:
+            return None
+        if labels is None:
+            raise GenzooError(f"this model is conditioned on {k} classes; pass labels of shape ({n},).")
+        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point:
+            raise GenzooError(f"labels must be {n} integer class indices, shape ({n},).")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise GenzooError(f"labels must lie in [0, {k - 1}] (num_classes = {k}).")
+        return labels.long().to(self.device)
+
+    def velocity(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
+        """v_theta(x, t), t (B,) in [0, 1], the network at time 999 t; with labels and guidance w != 1,
+        v_u + w (v_c - v_u) (the null class gives v_u)."""
+        tt = 999.0 * t.to(x.dtype)
+        if labels is None or guidance == 1.0:
+            return self.net(x, tt, labels)
+        null = torch.full_like(labels, self.config.num_classes)
+        v_u, v_c = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([null, labels])).chunk(2)
+        return v_u + guidance * (v_c - v_u)
+
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """L_CFM per dimension, batch mean, one t ~ U(0, 1), x_0 ~ N(0, I) and dequantization per image
+        (a squared error, not a likelihood)."""
+        x = self.check_input(x)
+        labels = self.check_labels(labels, x.shape[0])
+        x1 = self.dequantize(x)
+        x0 = torch.randn_like(x1)
+        t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
+        xt, u = linear_path(x0, x1, t)
+        if labels is not None:
+            drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels)
+        return (self.velocity(xt, t, labels) - u).pow(2).mean()
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None,
+                       divergence: str = "auto", method: str = "rk45", steps: int = 100, rtol: float | None = None,
+                       atol: float | None = None) -> LogLikelihood:
+        """Lower bound on log P(x) (or log P(x | labels)) in nats (B,): uniform dequantization and the ODE
+        from the data at t = 1 to the noise at t = 0 (continuous.py). divergence "auto" is exact for at
+        most exact_divergence_max_dims dimensions, else Hutchinson's; method "rk45" (rtol/atol, by
+        default the config's) or "rk4" (`steps`)."""
+        labels = self.check_labels(labels, x.shape[0])
+
+        def field(y: Tensor, t: Tensor) -> Tensor:
+            return self.velocity(y, t, labels)
+
+        return self.ode_bound(x, field, 1.0, 0.0, standard_normal_log_prob, generator, divergence, method, steps,
+                              rtol, atol)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "heun",
+               steps: Optional[int] = None, label: Optional[int] = None, guidance: float = 1.0,
+               labels: Tensor | None = None, rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+        """n images (n, C, H, W) int64 from x(0) ~ N(0, I); `sample_stats()` gives the NFE.
+
+        sampler "euler" or "heun" on `steps` equal steps of t (default sample_steps), "dpm-solver++"
+        on the same grid with the data prediction, "ode" the adaptive RK45 (rtol, atol). A
+        class-conditional model draws class `label` for every sample, or `labels` (n,), or by default
+        the classes 0, 1, ... in turn, with classifier-free guidance weight `guidance` (1: none).
+        """
+        n = self.check_n(n)
+        check_sampler(sampler, FM_SAMPLERS)
+        check_steps(steps)
+        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool):
+            raise GenzooError(f"guidance must be a number, got {guidance!r}.")
+        if self.num_classes and labels is None:
+            labels = (torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes)
+        labels = self.check_labels(labels, n)
+        shape, dtype = (n, *self.spec.shape), self._dtype()
+        per_call = 2 if labels is not None and guidance != 1.0 else 1
+        t = torch.linspace(0.0, 1.0, (steps or self.config.sample_steps) + 1, dtype=torch.float64).tolist()
+        was_training = self.training
+        self.eval()
+        try:
+            x0 = torch.randn(shape, generator=generator, device=self.device, dtype=dtype)
+
+            def v_at(x: Tensor, ti: float) -> Tensor:
+                return self.velocity(x, torch.full((n,), ti, dtype=x.dtype, device=x.device), labels, guidance)
+
+            if sampler == "ode":
+                y, nfe = rk45(lambda ti, y: v_at(y.view(shape), ti).flatten(1), x0.flatten(1), 0.0, 1.0, rtol, atol)
+                y = y.view(shape)
+            elif sampler == "dpm-solver++":
+                y, nfe = dpm_solver_pp_2m(lambda x, i: x + (1 - t[i]) * v_at(x, t[i]), x0, t, [1 - ti for ti in t])
+            else:
+                solve = euler if sampler == "euler" else heun
+                y, nfe = solve(lambda x, i: v_at(x, t[i]), x0, t)
+        finally:
+            self.train(was_training)
+        self._sample_stats = SampleStats(sampler, nfe * per_call)
+        return from_centered(y, self.spec.levels)
