@@ -13,10 +13,13 @@ from torch import Tensor
 
 from ..errors import GenzooError
 
+MAX_CHANNELS, MAX_SIDE, MAX_LEVELS = 64, 4096, 65536
+
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Shape and number of levels of a discrete image: (channels, height, width), K levels."""
+    """Shape and number of levels of a discrete image: (channels, height, width), K levels, each
+    within the caps below (what a model can be built for without exhausting memory)."""
 
     channels: int
     height: int
@@ -24,11 +27,11 @@ class DataSpec:
     levels: int
 
     def __post_init__(self) -> None:
-        for name in ("channels", "height", "width"):
-            if int(getattr(self, name)) < 1:
-                raise GenzooError(f"DataSpec.{name} must be at least 1, got {getattr(self, name)}.")
-        if int(self.levels) < 2:
-            raise GenzooError(f"DataSpec.levels must be at least 2, got {self.levels}.")
+        for name, lo, hi in (("channels", 1, MAX_CHANNELS), ("height", 1, MAX_SIDE), ("width", 1, MAX_SIDE),
+                             ("levels", 2, MAX_LEVELS)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise GenzooError(f"DataSpec.{name} must be an integer from {lo} to {hi:,}, got {value!r}.")
 
     @property
     def dims(self) -> int:
@@ -44,10 +47,9 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        try:
-            return cls(int(d["channels"]), int(d["height"]), int(d["width"]), int(d["levels"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise GenzooError(f"a data spec needs integer channels, height, width and levels, got {d!r}.") from e
+        if not isinstance(d, dict) or set(d) != {"channels", "height", "width", "levels"}:
+            raise GenzooError(f"a data spec needs exactly channels, height, width and levels, got {d!r}.")
+        return cls(d["channels"], d["height"], d["width"], d["levels"])
 
     def check(self, x: Any, what: str = "x") -> Tensor:
         """`x` as int64 levels (B, C, H, W) of this spec, B >= 1, or one GenzooError sentence.
