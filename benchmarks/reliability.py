@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 from common import REPO, emit, log, machine
 
 TRAIN = ["pixelcnn", "--hidden-channels", "8", "--num-blocks", "1", "--output-hidden", "8", "--first-kernel-size", "3",
-         "--steps", "60", "--eval-every", "5", "--sample-every", "0", "--grid-size", "0", "--batch-size", "16",
+         "--steps", "300", "--eval-every", "5", "--sample-every", "0", "--grid-size", "0", "--batch-size", "16",
          "--seed", "11", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
