@@ -5,12 +5,12 @@
 
 Each model (default `ddpm` and `flow-matching`) is loaded from RUNS/NAME when that holds a run, else
 trained there with its default config and train_defaults. For every sampler that applies, at about
-each NFE of --nfe (heun takes steps = NFE / 2), n samples are drawn with one seed and their quality is
-the Frechet distance of raw pixels: pixel levels scaled to [0, 1] (64 features on 8x8 digits), a
-Gaussian fitted to the samples against one fitted to the test split. It is NOT the classifier-feature
-FD of `genzoo.sample_quality`; it ranks samplers of one model, not models against the literature.
-The reference is 1000-step ancestral sampling for ddpm and 1000-step euler for flow-matching (which
-has no ancestral sampler). `--bound` adds flow matching's test bound (rk45, Hutchinson divergence).
+each NFE of --nfe (heun takes steps = NFE / 2), n samples are drawn with one seed and scored against
+the test split by `genzoo.sample_quality` (Frechet distance, KID, precision and recall of genzoo's
+digits-classifier features; comparable within genzoo only, never with published FIDs), and by the
+Frechet distance of raw pixels in [0, 1] as a secondary column. The reference is 1000-step ancestral
+sampling for ddpm and 1000-step euler for flow-matching (which has no ancestral sampler). `--bound`
+adds flow matching's test bound (rk45, Hutchinson divergence).
 """
 from __future__ import annotations
 
@@ -25,22 +25,11 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import emit, log, machine  # noqa: E402
+from genzoo.quality import frechet_distance  # noqa: E402
 from genzoo.train import train, train_config_for  # noqa: E402
 
 MENU = {"ddpm": ("ddim", "euler", "heun", "dpm-solver++"), "flow-matching": ("euler", "heun", "dpm-solver++")}
 REFERENCE = {"ddpm": ("ancestral", None), "flow-matching": ("euler", 1000)}
-
-
-def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of Gaussians fitted to rows of a and b.
-    Heusel et al. 2017, eq. 6; Tr (S_a S_b)^(1/2) = sum sqrt eig(S_a^(1/2) S_b S_a^(1/2))."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
-    w, v = torch.linalg.eigh(s_a)
-    root_a = v @ torch.diag(w.clamp_min(0).sqrt()) @ v.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * cross)
 
 
 def features(x: Tensor, levels: int) -> Tensor:
@@ -62,7 +51,7 @@ def get_model(name: str, runs: Path, tr, va) -> tuple[genzoo.GenerativeModel, fl
     return genzoo.load(run), time.perf_counter() - t0
 
 
-def sweep(name: str, model, te, n: int, nfes: list[int], seed: int) -> list[dict]:
+def sweep(name: str, model, te, n: int, nfes: list[int], seed: int, described: dict) -> list[dict]:
     ref_feats = features(te.x, te.spec.levels)
     rows = []
 
@@ -71,9 +60,12 @@ def sweep(name: str, model, te, n: int, nfes: list[int], seed: int) -> list[dict
         x = model.sample(n, torch.Generator().manual_seed(seed), sampler=sampler, steps=steps)
         seconds = time.perf_counter() - t0
         stats = model.sample_stats()
+        quality = genzoo.sample_quality(x, te.x, data="digits")
         row = {"sampler": sampler, "steps": steps, "nfe": stats.nfe, "seconds": round(seconds, 2),
+               **{key: quality[key] for key in ("fd", "kid", "kid_se", "precision", "recall")},
                "fd_raw_pixels": frechet_distance(features(x, te.spec.levels), ref_feats)}
         log(name, row)
+        described.update(features=quality["features"], reference_images=quality["reference"])
         rows.append(row)
 
     draw(*REFERENCE[name])
@@ -98,8 +90,8 @@ def main() -> None:
     tr, va, te = (genzoo.data.load("digits", split=s) for s in ("train", "val", "test"))
     nfes = [int(v) for v in args.nfe.split(",")]
     out = {"machine": machine(), "data": "digits", "n_samples": args.n,
-           "quality": "Frechet distance of raw pixels scaled to [0, 1] against the test split (not classifier features)",
-           "models": {}}
+           "quality": "genzoo.sample_quality(samples, test split, data='digits'): fd, kid, precision, recall",
+           "fd_raw_pixels": "Frechet distance of raw pixels scaled to [0, 1] against the test split", "models": {}}
     for name in args.models.split(","):
         model, train_s = get_model(name, Path(args.runs), tr, va)
         entry: dict = {"train_seconds": train_s}
@@ -109,7 +101,7 @@ def main() -> None:
             entry["test_bpd"] = {"value": bpd.value, "kind": bpd.kind, "seconds": time.perf_counter() - t0,
                                  "how": "rk45 (config tolerances), Hutchinson divergence, one dequantization draw"}
             log(name, entry["test_bpd"])
-        entry["samplers"] = sweep(name, model, te, args.n, nfes, args.seed)
+        entry["samplers"] = sweep(name, model, te, args.n, nfes, args.seed, out)
         out["models"][name] = entry
     emit(out)
 

@@ -7,7 +7,7 @@ import torch
 
 import genzoo
 from genzoo.errors import GenzooError
-from genzoo.models.diffusion import samplers
+from genzoo.models.diffusion import samplers, schedules
 from genzoo.models.diffusion.sde import VPSDE, ode_sample
 from tiny import tiny
 
@@ -120,3 +120,71 @@ def test_a_sampler_that_does_not_apply_lists_those_that_do():
         model.sample(2, sampler="rk9")
     with pytest.raises(GenzooError, match="steps"):
         model.sample(2, steps=0)
+
+
+@pytest.mark.parametrize("rho", [7.0, math.inf])
+def test_karras_sigmas_fall_from_sigma_max_to_sigma_min_evenly_in_sigma_to_the_one_over_rho(rho):
+    """Karras et al. 2022, eq. 5: sigma^(1/rho) is evenly spaced; rho = inf: log sigma (= -lambda) is."""
+    sigmas = torch.tensor(samplers.karras_sigmas(80.0, 0.002, 12, rho), dtype=torch.float64)
+    assert sigmas[0].item() == pytest.approx(80.0, rel=1e-12) and sigmas[-1].item() == pytest.approx(0.002, rel=1e-12)
+    assert (sigmas[1:] < sigmas[:-1]).all()
+    even = sigmas.log() if math.isinf(rho) else sigmas ** (1 / rho)
+    torch.testing.assert_close(even.diff(), even.diff()[:1].expand(11), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("rho", [7.0, math.inf])
+def test_discrete_noise_level_grid_is_distinct_steps_from_0_to_T_minus_1_nearest_to_karras_sigmas(rho):
+    alpha_bar = schedules.alpha_bar_of(schedules.make_betas("linear", 1000, 1e-4, 0.02).double())
+    log_sigma = 0.5 * ((1 - alpha_bar) / alpha_bar).log()
+    for steps in (1, 2, 10, 20, 100, 1000):
+        taus = samplers.sigma_timesteps(alpha_bar, steps, rho)
+        assert len(taus) == steps and taus[-1] == 999 and (steps == 1 or taus[0] == 0)
+        assert all(a < b for a, b in zip(taus, taus[1:]))
+    taus = samplers.sigma_timesteps(alpha_bar, 10, rho)  # few steps: no collisions, each the nearest
+    targets = samplers.karras_sigmas(log_sigma[-1].exp().item(), log_sigma[0].exp().item(), 10, rho)[::-1]
+    for t, target in zip(taus, targets):
+        assert abs(log_sigma[t] - math.log(target)) <= (log_sigma - math.log(target)).abs().min() + 1e-12
+
+
+@pytest.mark.parametrize("rho", [7.0, math.inf])
+def test_continuous_noise_level_grid_hits_karras_sigmas_and_the_ends(rho):
+    sde = VPSDE()
+
+    def sigma(t):
+        m, s = sde.marginal(t)
+        return s / m
+
+    t = samplers.sigma_times(sigma, 1.0, 1e-3, 15, rho)
+    assert t[0].item() == 1.0 and t[-1].item() == 1e-3 and (t.diff() < 0).all()
+    expected = samplers.karras_sigmas(sigma(t[:1]).item(), sigma(t[-1:]).item(), 15, rho)
+    torch.testing.assert_close(sigma(t), torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("sampler", ["dpm-solver++", "heun"])
+def test_second_order_samplers_on_their_default_grids_converge_to_the_probability_flow_ode_solution(sampler):
+    """Gaussian data N(MU, SD^2): along the probability-flow ODE (x / alpha - MU) / sqrt(SD^2 + sigma^2)
+    stays constant, sigma = sigma_t / alpha_t. On a linear-beta DDPM's grid of `sigma_timesteps` (as its
+    model samples) from t = T-1 to t = 0, and on a VP SDE's grid of `sigma_times` from t = 1 to 1e-3,
+    the result approaches that exact solution, at second order."""
+    rho = samplers.GRID_RHO[sampler]
+    alpha_bar = schedules.alpha_bar_of(schedules.make_betas("linear", 1000, 1e-4, 0.02).double())
+    sde = VPSDE()
+
+    def discrete_grid(n):
+        taus = samplers.sigma_timesteps(alpha_bar, n, rho)[::-1]
+        return alpha_bar[taus].sqrt(), (1 - alpha_bar[taus]).sqrt()
+
+    def sde_grid(n):
+        return sde.marginal(samplers.sigma_times(lambda t: sde.marginal(t)[1] / sde.marginal(t)[0], 1.0, 1e-3, n, rho))
+
+    x1 = torch.randn(64, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for grid in (discrete_grid, sde_grid):
+        errors = []
+        for n in (20, 40, 80, 160):
+            alphas, sigmas = (v.tolist() for v in grid(n))
+            out, _ = samplers.gaussian_path(sampler, gaussian_x0(alphas, sigmas), x1, alphas, sigmas)
+            s0, s1 = sigmas[0] / alphas[0], sigmas[-1] / alphas[-1]
+            exact = alphas[-1] * (MU + (x1 / alphas[0] - MU) * math.sqrt((SD ** 2 + s1 ** 2) / (SD ** 2 + s0 ** 2)))
+            errors.append((out - exact).abs().max().item())
+        rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+        assert min(rates) > 1.7 and errors[-1] < 2e-3, (grid.__name__, errors, rates)

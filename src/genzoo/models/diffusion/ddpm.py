@@ -369,9 +369,9 @@ class DDPM(LikelihoodModel):
 
         sampler "ancestral": x_t-1 ~ p(x_t-1 | x_t) for every t = T-1..0, no noise on the last
         step (steps must be None or T). "ddim" (noise scale eta; 0 is deterministic), "euler",
-        "heun" and "dpm-solver++" (the probability-flow ODE) over `steps` evenly spaced steps
-        (default 50); see samplers.py. `clip` keeps the predicted x_0 in [-1, 1]. The final mean
-        is rounded to the nearest level.
+        "heun" and "dpm-solver++" (the probability-flow ODE) over `steps` steps (default 50; evenly
+        spaced, heun and dpm-solver++ spaced in noise level by samplers.GRID_RHO). `clip` keeps the
+        predicted x_0 in [-1, 1]. The final mean is rounded to the nearest level.
         """
         n = self.check_n(n)
         T = self.process.timesteps

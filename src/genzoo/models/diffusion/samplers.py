@@ -17,7 +17,8 @@ The ODE solvers (euler, heun) integrate dx/ds = f(x, i) over a grid s_0, ..., s_
 the grid index i and is only ever evaluated at grid points. A Gaussian-path model
 x = alpha_i x_0 + sigma_i eps gives them Karras et al.'s form: x~ = x / alpha, s = sigma / alpha and
 dx~/ds = (x~ - D(x, i)) / s with D the model's x_0 prediction (`scaled_ode`). DPM-Solver++ takes D
-and the (alpha_i, sigma_i) grid directly. All are deterministic given the starting noise.
+and the (alpha_i, sigma_i) grid directly. All are deterministic given the starting noise. On
+discrete-time and score models, heun and dpm-solver++ take their grid of noise levels from GRID_RHO.
 """
 from __future__ import annotations
 
@@ -127,6 +128,62 @@ def gaussian_path(sampler: str, x0_fn: GridFn, x: Tensor, alphas: Sequence[float
     return alphas[-1] * y, nfe
 
 
+# -- time grids ----------------------------------------------------------------------------------
+
+# The noise-level grid of the second-order solvers on discrete-time and score models, as rho of
+# `karras_sigmas`: heun on Karras et al.'s rho = 7 (their table 1, for every model they sample),
+# dpm-solver++ uniform in lambda (rho = inf), as Lu et al. 2022 sample with it. Every other
+# sampler keeps steps evenly spaced in t (euler there is ddim with eta = 0; ancestral takes all).
+GRID_RHO = {"heun": 7.0, "dpm-solver++": math.inf}
+
+
+def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float) -> list[float]:
+    """n noise levels sigma = sigma_t / alpha_t from sigma_max down to sigma_min, both included:
+        sigma_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho.
+    Karras et al. 2022, eq. 5 (rho = 7). rho = inf is its limit, sigma_i geometric, i.e. uniform in
+    lambda = log(alpha / sigma) = -log sigma: Lu et al. 2022, "DPM-Solver", section 3.3."""
+    assert n >= 1 and sigma_max >= sigma_min > 0 and rho > 0
+    if n == 1:
+        return [sigma_max]
+    if math.isinf(rho):
+        lo, hi = math.log(sigma_min), math.log(sigma_max)
+        return [math.exp(hi + i / (n - 1) * (lo - hi)) for i in range(n)]
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return [(hi + i / (n - 1) * (lo - hi)) ** rho for i in range(n)]
+
+
+def sigma_timesteps(alpha_bar: Tensor, steps: int, rho: float) -> list[int]:
+    """`steps` distinct 0-based steps, ascending from 0 to T-1, each the step whose
+    sigma_t = sqrt((1 - abar_t) / abar_t) is nearest in log to `karras_sigmas(sigma_T-1, sigma_0,
+    steps, rho)`; where two would coincide (small sigma, few discrete steps) the later moves up one."""
+    T = alpha_bar.shape[0]
+    assert 1 <= steps <= T
+    log_sigma = 0.5 * (torch.log1p(-alpha_bar.double()) - alpha_bar.double().log())  # rising in t
+    targets = karras_sigmas(log_sigma[-1].exp().item(), log_sigma[0].exp().item(), steps, rho)[::-1]
+    taus: list[int] = []
+    for k, target in enumerate(targets):
+        t = int((log_sigma - math.log(target)).abs().argmin())
+        t = min(t, T - steps + k)  # leave room for the steps above
+        taus.append(max(t, taus[-1] + 1) if taus else t)
+    return taus
+
+
+def sigma_times(sigma_of_t: Callable[[Tensor], Tensor], t_max: float, t_min: float, steps: int,
+                rho: float) -> Tensor:
+    """Times t_0 = t_max > ... > t_N-1 = t_min (float64) with sigma(t_i) = karras_sigmas(sigma(t_max),
+    sigma(t_min), steps, rho)_i, for a continuous sigma(t) = s(t) / m(t) rising in t; by bisection."""
+    ends = sigma_of_t(torch.tensor([t_max, t_min], dtype=torch.float64)).tolist()
+    target = torch.tensor(karras_sigmas(ends[0], ends[1], steps, rho), dtype=torch.float64)
+    lo, hi = torch.full_like(target, t_min), torch.full_like(target, t_max)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        above = sigma_of_t(mid) > target
+        lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
+    t = (lo + hi) / 2
+    t[0], t[-1] = t_max, t_min
+    return t
+
+
 def even_timesteps(timesteps: int, steps: int) -> list[int]:
     """`steps` 0-based steps spread evenly over 0..T-1, ascending, always including T-1."""
     assert 1 <= steps <= timesteps
@@ -197,12 +254,14 @@ DISCRETE = ("ancestral", "ddim", "euler", "heun", "dpm-solver++")
 def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, eta: float = 0.0,
              generator: torch.Generator | None = None, clip: bool = True, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32) -> Sampled:
-    """Any sampler of DISCRETE for the discrete-time process, over `steps` evenly spaced steps (ancestral:
-    all T). The ODE samplers run on the grid (sqrt(abar_t), sqrt(1 - abar_t)) of those steps, from
-    x_T ~ N(0, I), and end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0."""
+    """Any sampler of DISCRETE for the discrete-time process, over `steps` steps (ancestral: all T):
+    evenly spaced, or for heun and dpm-solver++ those of `sigma_timesteps` with GRID_RHO. The ODE
+    samplers run on the grid (sqrt(abar_t), sqrt(1 - abar_t)) of those steps, from x_T ~ N(0, I), and
+    end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0."""
     if sampler == "ancestral":
         return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype)
-    taus = even_timesteps(process.timesteps, steps)
+    rho = GRID_RHO.get(sampler)
+    taus = even_timesteps(process.timesteps, steps) if rho is None else sigma_timesteps(process.alpha_bar, steps, rho)
     if sampler == "ddim":
         return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype)
     grid = taus[::-1]

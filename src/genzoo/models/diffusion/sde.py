@@ -33,7 +33,7 @@ from ...functional import standard_normal_log_prob
 from ..base import LogLikelihood, SampleStats, check_positive, check_range
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS, change_of_variables, rk4, rk45
-from .samplers import check_sampler, check_steps, gaussian_path
+from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, sigma_times
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 SDE_SAMPLERS = ("pc", "em", "ode", "euler", "heun", "dpm-solver++")
@@ -263,6 +263,11 @@ class ScoreSDE(ContinuousTimeModel):
         return self.ode_bound(x, field, self.config.t_min, 1.0, self.sde.prior_log_prob, generator, divergence,
                               method, steps, rtol, atol)
 
+    def _sigma(self, t: Tensor) -> Tensor:
+        """The noise level s(t) / m(t) of Karras et al. 2022 (rising in t)."""
+        m, s = self.sde.marginal(t)
+        return s / m
+
     def _x0_pred(self, t: Tensor) -> Callable[[Tensor, int], Tensor]:
         """x0_fn(x, i) = (x - s eps_theta(x, t_i)) / m at t_i = t[i], for the samplers."""
         def x0_fn(x: Tensor, i: int) -> Tensor:
@@ -280,8 +285,8 @@ class ScoreSDE(ContinuousTimeModel):
         sampler "pc": predictor-corrector (reverse Euler-Maruyama + Langevin, `snr`, `corrector_steps`)
         over `steps` (default sample_steps); "em": Euler-Maruyama alone; "ode": the probability-flow
         ODE with method "rk45" (rtol, atol) or "rk4" (`steps`, default 100); "euler", "heun",
-        "dpm-solver++": the probability-flow ODE on `steps` times (default 50) evenly spaced from 1
-        to sample_eps, then the x_0 prediction there (samplers.py).
+        "dpm-solver++": the probability-flow ODE on `steps` times (default 50) from 1 to sample_eps
+        (euler: evenly spaced; heun, dpm-solver++: samplers.GRID_RHO), then the x_0 prediction there.
         """
         n = self.check_n(n)
         check_sampler(sampler, SDE_SAMPLERS)
@@ -305,6 +310,8 @@ class ScoreSDE(ContinuousTimeModel):
                                    snr, corrector_steps if sampler == "pc" else 0, **kwargs)
             else:
                 t = torch.linspace(1.0, self.config.sample_eps, steps or 50, dtype=torch.float64)
+                if sampler in GRID_RHO:
+                    t = sigma_times(self._sigma, 1.0, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
                 m, s = self.sde.marginal(t)
                 x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
                 y, nfe = gaussian_path(sampler, self._x0_pred(t), x1, m.tolist() + [1.0], s.tolist() + [0.0])
