@@ -179,9 +179,10 @@ def cmd_train(argv: Sequence[str]) -> int:
                                if k not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate")}
     if cfg.grid_size and not best.conditional:
         g = torch.Generator(device=device).manual_seed(cfg.seed)
-        save_grid(best.sample(cfg.grid_size, generator=g), best.spec, out / "samples.png")
+        save_grid(best.sample(cfg.grid_size, generator=g, **best.quick_sample_options), best.spec, out / "samples.png")
         summary["samples"] = str(out / "samples.png")
-        print(f"samples: {out / 'samples.png'}")
+        drawn = ", ".join(f"{k}={v}" for k, v in best.quick_sample_options.items()) or "the default sampler"
+        print(f"samples: {out / 'samples.png'} ({drawn}; genzoo sample draws with any sampler)")
     checkpoint.atomic_write_json(out / "summary.json", summary)
     return 0
 

@@ -30,12 +30,6 @@ from .errors import GenzooError
 from .evaluate import evaluate, independent_pixel_bpd
 from .models.base import GenerativeModel
 
-# Samplers that compare uses unless --sample-options says otherwise: the quick ones, so that a
-# comparison stays proportionate. (To move to the models' own sampler menu when it exists.)
-QUICK_SAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
-    "ddpm": {"sampler": "ddim", "steps": 100}, "sohl-dickstein": {"sampler": "ddim", "steps": 100},
-    "score-sde": {"sampler": "ode", "method": "rk4", "steps": 100}}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits")
@@ -68,8 +62,10 @@ def _value(text: str) -> Any:
 
 
 def sample_options(specs: list[str]) -> dict[str, dict[str, Any]]:
-    """QUICK_SAMPLE_OPTIONS, replaced per model by `MODEL:KEY=VALUE,...` strings."""
-    out = dict(QUICK_SAMPLE_OPTIONS)
+    """Every model's `quick_sample_options` (so that a comparison stays proportionate), replaced per
+    model by `MODEL:KEY=VALUE,...` strings."""
+    out = {n: dict(registry.model_class(n).quick_sample_options) for n in registry.list_models()
+           if registry.model_class(n).quick_sample_options}
     for spec in specs:
         name, _, rest = spec.partition(":")
         try:

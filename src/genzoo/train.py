@@ -167,13 +167,14 @@ def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[st
 
 
 def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> None:
-    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models)."""
+    """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
+    `seed` (nothing for conditional models)."""
     from .viz import save_grid
 
     if model.conditional or n == 0 or path is None:
         return
     g = torch.Generator(device=model.device).manual_seed(seed)
-    save_grid(model.sample(n, generator=g), model.spec, path)
+    save_grid(model.sample(n, generator=g, **model.quick_sample_options), model.spec, path)
 
 
 class _Stop(Exception):

@@ -14,6 +14,8 @@ Class attributes (read without building a model):
     loss_unit        what `loss` returns, in words (shown in progress bars and reports)
     train_defaults   TrainConfig fields this model trains best with (`--help` shows them)
     stages           training stages, run in order; each selects its own best weights
+    quick_sample_options  options of `sample` for the grids of `genzoo train` and for compare: a
+                     quick sampler where the default one is slow (default {}: the default sampler)
 
 Methods (those marked * must be defined; the rest have working defaults):
   * loss(x)                       scalar training objective, in `loss_unit`
@@ -99,6 +101,8 @@ class GenerativeModel(nn.Module):
     loss_unit: ClassVar[str] = "nats per dimension"
     train_defaults: ClassVar[dict[str, Any]] = {}
     stages: ClassVar[tuple[str, ...]] = ("main",)
+    # `sample` options for the grids written during and after training and for compare's samples
+    quick_sample_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DataSpec, config: Any) -> None:
         super().__init__()
