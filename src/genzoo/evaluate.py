@@ -115,7 +115,7 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
     if data.spec != model.spec:
         raise GenzooError(f"dataset {data.name!r} has spec {data.spec} but the model was trained for {model.spec}.")
     likelihood_options = likelihood_options or {}
-    if objective == "validation" and type(model).validation_nats is LikelihoodModel.validation_nats:
+    if objective == "validation" and getattr(type(model), "validation_nats", None) is LikelihoodModel.validation_nats:
         objective = "log_likelihood"  # the model's validation objective is its log-likelihood
     report: dict[str, Any] = {}
     torch.manual_seed(seed)
