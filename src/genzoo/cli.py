@@ -179,7 +179,8 @@ def cmd_train(argv: Sequence[str]) -> int:
                                if k not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate")}
     if cfg.grid_size and not best.conditional:
         g = torch.Generator(device=device).manual_seed(cfg.seed)
-        save_grid(best.sample(cfg.grid_size, generator=g, **best.quick_sample_options), best.spec, out / "samples.png")
+        save_grid(best.sample(cfg.grid_size, generator=g, **best.quick_sample_options), best.spec, out / "samples.png",
+                  reference=train_data.x)
         summary["samples"] = str(out / "samples.png")
         drawn = ", ".join(f"{k}={v}" for k, v in best.quick_sample_options.items()) or "the default sampler"
         print(f"samples: {out / 'samples.png'} ({drawn}; genzoo sample draws with any sampler)")
@@ -254,11 +255,11 @@ def cmd_sample(argv: Sequence[str]) -> int:
     if out.suffix.lower() != ".png":
         raise GenzooError(f"--out must name a .png file, got {str(out)!r}.")
     model = _load_run(args.dir, args.device)
+    ds = run_data(meta, args.data, args.root, "test")
     if not model.conditional:  # conditional models draw only given an input: see figures
         g = torch.Generator(device=model.device).manual_seed(args.seed)
-        save_grid(model.sample(args.n, generator=g, **routed["sample"]), model.spec, out)
+        save_grid(model.sample(args.n, generator=g, **routed["sample"]), model.spec, out, reference=ds.x)
         print(f"wrote {out}")
-    ds = run_data(meta, args.data, args.root, "test")
     figures = model.figures(ds, torch.Generator(device=model.device).manual_seed(args.seed), **routed["figures"])
     for name, figure in figures.items():
         print(f"wrote {save_figure(figure, model.spec, out.parent / f'{name}.png')}")

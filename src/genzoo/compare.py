@@ -163,7 +163,7 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
     samples, nfe = count_nfe(model, lambda: model.sample(args.samples, generator=g, **options))
     seconds = time.perf_counter() - t0
     row.update({"sample_seconds_per_image": seconds / args.samples, "nfe": nfe, "sampler": options or "default"})
-    row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png"))
+    row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png", reference=test.x))
     quality = sample_quality(samples.cpu(), test.x, data=args.data, root=args.root, seed=args.seed,
                              progress=not args.no_progress)
     row.update({k: quality[k] for k in ("fd", "kid", "kid_se", "precision", "recall", "features")})

@@ -166,15 +166,15 @@ def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[st
     return "val_loss", mean_loss(model, data, batch_size), ""
 
 
-def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> None:
+def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Tensor | None = None) -> None:
     """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
-    `seed` (nothing for conditional models)."""
+    `seed` (nothing for conditional models); 2-D toy samples are drawn over the density of `data`."""
     from .viz import save_grid
 
     if model.conditional or n == 0 or path is None:
         return
     g = torch.Generator(device=model.device).manual_seed(seed)
-    save_grid(model.sample(n, generator=g, **model.quick_sample_options), model.spec, path)
+    save_grid(model.sample(n, generator=g, **model.quick_sample_options), model.spec, path, reference=data)
 
 
 class _Stop(Exception):
@@ -293,7 +293,7 @@ class _Loop:
                 elif done % 50 == 0:
                     run.log(row)
                 if cfg.sample_every and (done % cfg.sample_every == 0 or last):
-                    write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed, self.train_data.x)
                 if done % 10 == 0 or last:
                     post = {"loss": f"{loss_value:.4f}"}
                     if metric:

@@ -53,9 +53,14 @@ _NOT_OPTIONS = {"self", "n", "x", "generator", "data", "labels", "args", "kwargs
 @dataclasses.dataclass(frozen=True)
 class ImageRows:
     """A figure: equally long rows of images of levels, each (n, C, H, W), drawn one under another
-    (for example inputs above their reconstructions)."""
+    (for example inputs above their reconstructions), with each row's name in `labels` (or none)."""
 
     rows: tuple[Tensor, ...]
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.labels and len(self.labels) != len(self.rows):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.rows)} rows")
 
 
 @dataclasses.dataclass(frozen=True)
