@@ -60,6 +60,8 @@ def quick_tries(models: list[str]) -> list[dict]:
             line = next((s for s in proc.stdout.splitlines() if s.startswith("test bits/dim")), None)
             if line:
                 row["printed"] = line
+            if proc.returncode != 0:  # a model that cannot train on digits says why in one sentence
+                row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
             log(json.dumps(row))
             rows.append(row)
     return rows
