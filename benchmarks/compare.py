@@ -60,24 +60,27 @@ def quick_tries(models: list[str]) -> list[dict]:
             line = next((s for s in proc.stdout.splitlines() if s.startswith("test bits/dim")), None)
             if line:
                 row["printed"] = line
+            if proc.returncode != 0:  # a model that cannot train on digits says why in one sentence
+                row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
             log(json.dumps(row))
             rows.append(row)
     return rows
 
 
-def compare(extra: list[str]) -> dict:
-    """The default `genzoo compare --data digits`, timed, and its table."""
+def compare(extra: list[str], report_dir: str | None = None) -> dict:
+    """The default `genzoo compare --data digits`, timed, and its table; its report stays in
+    `report_dir` when given."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "genzoo", "compare", "--data", "digits", "--out", f"{tmp}/cmp", "--no-progress",
-               *extra]
+        out = report_dir or f"{tmp}/cmp"
+        cmd = [sys.executable, "-m", "genzoo", "compare", "--data", "digits", "--out", out, "--no-progress", *extra]
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.time() - t0
         if proc.returncode != 0:
             return {"command": shlex.join(cmd[1:]), "error": proc.stderr[-2000:]}
-        results = json.loads(Path(f"{tmp}/cmp/results.json").read_text())
-        table = Path(f"{tmp}/cmp/report.md").read_text()
+        results = json.loads(Path(out, "results.json").read_text())
+        table = Path(out, "report.md").read_text()
     keys = ("model", "bits_per_dim", "bits_per_dim_se", "kind", "fd", "kid", "precision", "recall",
             "train_steps", "train_seconds", "train_images_per_second", "sample_seconds_per_image", "nfe")
     return {"command": "genzoo compare --data digits " + shlex.join(extra), "seconds": round(seconds, 1),
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: sanity, quick, compare")
     parser.add_argument("--models", default=None, help="models of the quick tries (default: all)")
     parser.add_argument("--compare-args", default="", help="extra arguments for genzoo compare")
+    parser.add_argument("--report-dir", default=None, help="keep the compare report here (default: a temporary one)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(1)
@@ -100,7 +104,7 @@ def main() -> None:
     if "quick" not in skip:
         result["quick_try"] = quick_tries(args.models.split(",") if args.models else genzoo.list_models())
     if "compare" not in skip:
-        result["compare"] = compare(shlex.split(args.compare_args))
+        result["compare"] = compare(shlex.split(args.compare_args), args.report_dir)
     emit(result)
 
 

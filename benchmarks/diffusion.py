@@ -31,7 +31,7 @@ from genzoo.train import train, train_config_for  # noqa: E402
 
 
 def bound_part(args, tr, va, te) -> dict:
-    out = {"independent_pixel_bpd": independent_pixel_bpd(tr.x, te.x, te.spec.levels)}
+    out = {"independent_pixel_bpd": independent_pixel_bpd(tr.x, te.x, te.spec.levels).value}
     models = {}
     for name in args.models.split(","):
         torch.manual_seed(0)

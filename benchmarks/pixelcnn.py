@@ -59,7 +59,7 @@ def main() -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": json.loads(json.dumps(model.config.__dict__)), "train_config": cfg.__dict__,
         "test_bpd": bpd.value, "kind": bpd.kind, "best_val_bpd": result.best_value, "best_step": result.best_step,
-        "independent_pixel_bpd": independent_pixel_bpd(tr.x, te.x, tr.spec.levels),
+        "independent_pixel_bpd": independent_pixel_bpd(tr.x, te.x, tr.spec.levels).value,
         "uniform_bpd": math.log2(tr.spec.levels),
         "train_seconds": train_seconds, "train_images_per_second": result.images_per_second,
     }

@@ -63,6 +63,9 @@ def test_samples_have_the_right_shape_and_range(name):
     assert int(x.min()) >= 0 and int(x.max()) <= model.spec.levels - 1
     again = model.sample(3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x, again), "the same generator must give the same samples"
+    quick = model.sample(3, generator=g, **model.quick_sample_options)  # the grids of genzoo train and compare
+    assert quick.shape == x.shape and quick.dtype == torch.int64
+    assert int(quick.min()) >= 0 and int(quick.max()) <= model.spec.levels - 1
 
 
 @pytest.mark.parametrize("name", list_models())

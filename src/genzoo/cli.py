@@ -172,9 +172,11 @@ def cmd_train(argv: Sequence[str]) -> int:
                                if k not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate")}
     if cfg.grid_size and not best.conditional:
         g = torch.Generator(device=device).manual_seed(cfg.seed)
-        save_grid(best.sample(cfg.grid_size, generator=g), best.spec, out / "samples.png")
+        save_grid(best.sample(cfg.grid_size, generator=g, **best.quick_sample_options), best.spec, out / "samples.png",
+                  reference=train_data.x)
         summary["samples"] = str(out / "samples.png")
-        print(f"samples: {out / 'samples.png'}")
+        drawn = ", ".join(f"{k}={v}" for k, v in best.quick_sample_options.items()) or "the default sampler"
+        print(f"samples: {out / 'samples.png'} ({drawn}; genzoo sample draws with any sampler)")
     checkpoint.atomic_write_json(out / "summary.json", summary)
     return 0
 
@@ -259,15 +261,15 @@ def cmd_sample(argv: Sequence[str]) -> int:
     if out.suffix.lower() != ".png":
         raise GenzooError(f"--out must name a .png file, got {str(out)!r}.")
     model = _load_run(args.dir, args.device)
+    ds = run_data(meta, args.data, args.root, "test")
     if not model.conditional:  # conditional models draw only given an input: see figures
         g = torch.Generator(device=model.device).manual_seed(args.seed)
         t0 = time.perf_counter()
         x = model.sample(args.n, generator=g, **routed["sample"])
         seconds, stats = time.perf_counter() - t0, model.sample_stats()
-        save_grid(x, model.spec, out)
+        save_grid(x, model.spec, out, reference=ds.x)
         print(f"wrote {out}")
         print(f"sampled {args.n} in {seconds:.2f} s" + (f", {stats.nfe} network evaluations ({stats.sampler})" if stats else ""))
-    ds = run_data(meta, args.data, args.root, "test")
     figures = model.figures(ds, torch.Generator(device=model.device).manual_seed(args.seed), **routed["figures"])
     for name, figure in figures.items():
         print(f"wrote {save_figure(figure, model.spec, out.parent / f'{name}.png')}")

@@ -30,12 +30,6 @@ from .errors import GenzooError
 from .evaluate import evaluate, independent_pixel_bpd
 from .models.base import GenerativeModel
 
-# Samplers that compare uses unless --sample-options says otherwise: the quick ones, so that a
-# comparison stays proportionate. (To move to the models' own sampler menu when it exists.)
-QUICK_SAMPLE_OPTIONS: dict[str, dict[str, Any]] = {
-    "ddpm": {"sampler": "ddim", "steps": 100}, "sohl-dickstein": {"sampler": "ddim", "steps": 100},
-    "score-sde": {"sampler": "ode", "method": "rk4", "steps": 100}}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits")
@@ -68,8 +62,10 @@ def _value(text: str) -> Any:
 
 
 def sample_options(specs: list[str]) -> dict[str, dict[str, Any]]:
-    """QUICK_SAMPLE_OPTIONS, replaced per model by `MODEL:KEY=VALUE,...` strings."""
-    out = dict(QUICK_SAMPLE_OPTIONS)
+    """Every model's `quick_sample_options` (so that a comparison stays proportionate), replaced per
+    model by `MODEL:KEY=VALUE,...` strings."""
+    out = {n: dict(registry.model_class(n).quick_sample_options) for n in registry.list_models()
+           if registry.model_class(n).quick_sample_options}
     for spec in specs:
         name, _, rest = spec.partition(":")
         try:
@@ -167,7 +163,7 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
     samples, nfe = count_nfe(model, lambda: model.sample(args.samples, generator=g, **options))
     seconds = time.perf_counter() - t0
     row.update({"sample_seconds_per_image": seconds / args.samples, "nfe": nfe, "sampler": options or "default"})
-    row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png"))
+    row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png", reference=test.x))
     quality = sample_quality(samples.cpu(), test.x, data=args.data, root=args.root, seed=args.seed,
                              progress=not args.no_progress)
     row.update({k: quality[k] for k in ("fd", "kid", "kid_se", "precision", "recall", "features")})
@@ -227,11 +223,12 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(row)
             except GenzooError as e:
                 rows.append({"model": name, "error": str(e)})
+    independent = independent_pixel_bpd(train_data.x, test.x, test.spec.levels)
     baselines = [
         {"model": "uniform", "bits_per_dim": math.log2(test.spec.levels), "bits_per_dim_se": 0.0, "kind": "exact",
          "parameters": 0, "baseline": True},
-        {"model": "independent pixels", "bits_per_dim": independent_pixel_bpd(train_data.x, test.x, test.spec.levels),
-         "kind": "exact", "parameters": test.spec.dims * test.spec.levels, "baseline": True},
+        {"model": "independent pixels", "bits_per_dim": independent.value, "bits_per_dim_se": independent.se,
+         "kind": independent.kind, "parameters": test.spec.dims * test.spec.levels, "baseline": True},
     ]
     protocol = {"data": args.data, "root": args.root, "test_split": "test", "test_images": len(test),
                 "train_images": len(train_data), "budget": "existing runs" if args.runs else args.budget,

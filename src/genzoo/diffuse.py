@@ -73,12 +73,13 @@ def marginal_density(points: Tensor, abar: float, grid: Tensor) -> Tensor:
     return torch.logsumexp(log_k, dim=1).sub(math.log(points.shape[0])).exp()
 
 
-def _write_image_grid(xt: Tensor, path: Path) -> Path:
+def _write_image_grid(xt: Tensor, steps: list[int], path: Path) -> Path:
+    """One row per image, one column per step, each column headed by its t."""
     from .viz import save_grid
 
     n, cols, C, H, W = xt.shape
     shown = from_centered(xt, 256).view(n * cols, C, H, W)
-    return save_grid(shown, DataSpec(C, H, W, 256), path, nrow=cols)
+    return save_grid(shown, DataSpec(C, H, W, 256), path, nrow=cols, col_labels=tuple(f"t = {t}" for t in steps))
 
 
 def _toy_panels(points: Tensor, alpha_bar: Tensor, steps: list[int], generator: torch.Generator,
@@ -109,7 +110,7 @@ def _write_toy_matplotlib(panels: list[tuple[str, Tensor, Tensor]], path: Path, 
     fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.6), squeeze=False)
     for j, (name, pts, dens) in enumerate(panels):
         a, b = axes[0, j], axes[1, j]
-        a.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=1, alpha=0.5, color="black")
+        a.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=3, alpha=0.6, color="black")
         b.imshow(dens.numpy(), extent=(-BOX, BOX, -BOX, BOX), cmap="viridis")
         a.set_title(name, fontsize=9)
         for ax in (a, b):
@@ -186,7 +187,7 @@ def run(args: Any) -> int:
         idx = torch.randperm(len(dataset), generator=g)[: args.n]
         x0 = to_centered(dataset.x[idx], spec.levels, dtype=torch.float64)
         xt = forward_images(x0, alpha_bar, steps, g)
-        written.append(_write_image_grid(xt, out / "forward_process.png"))
+        written.append(_write_image_grid(xt, steps, out / "forward_process.png"))
     print(f"steps (0-based): {', '.join(map(str, steps))}; abar_t: "
           + ", ".join(f"{float(alpha_bar[t]):.3g}" for t in steps))
     for p in written:

@@ -142,21 +142,22 @@ def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[st
     return "val_loss", mean_loss(model, data, batch_size), ""
 
 
-def write_samples(model: GenerativeModel, path: Any, n: int, seed: int) -> dict[str, Any]:
-    """A PNG grid of n samples drawn with a generator seeded by `seed` (nothing for conditional models);
-    returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
+def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Tensor | None = None) -> dict[str, Any]:
+    """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
+    `seed` (nothing for conditional models); 2-D toy samples are drawn over the density of `data`.
+    Returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
     from .viz import save_grid
 
     if model.conditional or n == 0 or path is None:
         return {}
     g = torch.Generator(device=model.device).manual_seed(seed)
     t0 = time.perf_counter()
-    x = model.sample(n, generator=g)
+    x = model.sample(n, generator=g, **model.quick_sample_options)
     row: dict[str, Any] = {"sample_seconds": time.perf_counter() - t0}
     stats = model.sample_stats()
     if stats is not None:
         row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
-    save_grid(x, model.spec, path)
+    save_grid(x, model.spec, path, reference=data)
     return row
 
 
@@ -276,7 +277,8 @@ class _Loop:
                 elif done % 50 == 0:
                     run.log(row)
                 if cfg.sample_every and (done % cfg.sample_every == 0 or last):
-                    sampled = write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed)
+                    sampled = write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed,
+                                            self.train_data.x)
                     if sampled:
                         run.log({"global_step": global_step + 1, "stage": stage, "step": done, **sampled})
                 if done % 10 == 0 or last:

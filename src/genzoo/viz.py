@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from .checkpoint import atomic_write_bytes
@@ -48,40 +48,89 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def scatter_image(points: Tensor, levels: int, size: int = 256) -> Image.Image:
-    """2-D points given as levels (N, 2) on a K x K grid -> a white image with dark dots (y up)."""
-    img = Image.new("L", (size, size), 255)
+def scatter_image(points: Tensor, levels: int, size: int = 256, reference: Tensor | None = None) -> Image.Image:
+    """2-D points given as levels (N, 2) on a K x K grid -> red dots (y up) over the density of the
+    `reference` points (levels (M, 2), e.g. the data), drawn as a grey 2-D histogram, when given."""
+    img = Image.new("RGB", (size, size), "white")
+    if reference is not None and len(reference):
+        bins = 64
+        idx = (reference.detach().cpu().long().view(-1, 2) * bins // levels).clamp(0, bins - 1)
+        hist = torch.zeros(bins, bins, dtype=torch.float64)
+        hist.index_put_((idx[:, 1], idx[:, 0]), torch.ones(len(idx), dtype=torch.float64), accumulate=True)
+        shade = (255 - 150 * (hist / hist.max()).sqrt()).flip(0).round().to(torch.uint8).numpy()  # row 0: top
+        img.paste(Image.fromarray(np.ascontiguousarray(shade)).resize((size, size), Image.NEAREST).convert("RGB"))
     draw = ImageDraw.Draw(img)
-    p = points.detach().cpu().double()
-    u = ((p + 0.5) / levels * (size - 1)).numpy()
+    u = ((points.detach().cpu().double() + 0.5) / levels * (size - 1)).numpy()
     for a, b in u:
-        draw.point((float(a), float(size - 1 - b)), fill=0)
+        draw.ellipse((a - 1.5, size - 1 - b - 1.5, a + 1.5, size - 1 - b + 1.5), fill=(200, 30, 30))
     return img
 
 
-def save_grid(x: Tensor, spec: DataSpec, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
-    """Save samples as a PNG grid; 2-D toy data (2x1x1 images) as a scatter plot instead."""
+def _font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow before 10.1: the small bitmap font
+        return ImageFont.load_default()
+
+
+def with_labels(array: np.ndarray, cell: tuple[int, int], pad: int, rows: tuple[str, ...] = (),
+                cols: tuple[str, ...] = ()) -> Image.Image:
+    """A grid (H, W, C) uint8 of cells `cell` = (height, width) pixels apart after `pad` pixels, with
+    each row's name in a left margin and each column's above it, centred on the row or column."""
+    img = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).convert("RGB")
+    if not rows and not cols:
+        return img
+    font, text_height = _font(), 12
+    measure = ImageDraw.Draw(img)
+    left = int(max(measure.textlength(t, font=font) for t in rows)) + 10 if rows else 0
+    top = text_height + 6 if cols else 0
+    canvas = Image.new("RGB", (img.width + left, img.height + top), "white")
+    canvas.paste(img, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    h, w = cell
+    for r, text in enumerate(rows):
+        y = top + pad + r * h + (h - pad) / 2 - text_height / 2
+        draw.text((left - 5 - draw.textlength(text, font=font), y), text, fill="black", font=font)
+    for c, text in enumerate(cols):
+        x = left + pad + c * w + (w - pad) / 2 - draw.textlength(text, font=font) / 2
+        draw.text((x, 2), text, fill="black", font=font)
+    return canvas
+
+
+def save_grid(x: Tensor, spec: DataSpec, path: str | Path, nrow: int | None = None, scale: int | None = None,
+              row_labels: tuple[str, ...] = (), col_labels: tuple[str, ...] = (),
+              reference: Tensor | None = None) -> Path:
+    """Save samples as a PNG grid, with row and column names when given; 2-D toy data (2x1x1 images)
+    as a scatter plot instead, over the density of `reference` levels (e.g. the data) when given."""
     path = Path(path)
     if spec.height == 1 and spec.width == 1 and spec.channels == 2:
-        atomic_write_bytes(path, _png_bytes(scatter_image(x.view(-1, 2), spec.levels)))
+        ref = None if reference is None else reference.reshape(-1, 2)
+        atomic_write_bytes(path, _png_bytes(scatter_image(x.reshape(-1, 2), spec.levels, reference=ref)))
         return path
     if scale is None:
         scale = max(1, 96 // max(spec.height, spec.width))
     if spec.channels not in (1, 3):
         x = x[:, :1]
-    return save_png(grid_array(x, spec.levels, nrow, scale=1, pad=1).repeat(scale, 0).repeat(scale, 1), path)
+    array = grid_array(x, spec.levels, nrow, scale=1, pad=1).repeat(scale, 0).repeat(scale, 1)
+    if not row_labels and not col_labels:
+        return save_png(array, path)
+    cell = (scale * (spec.height + 1), scale * (spec.width + 1))
+    atomic_write_bytes(path, _png_bytes(with_labels(array, cell, scale, row_labels, col_labels)))
+    return path
 
 
-def save_rows(rows: list[Tensor], spec: DataSpec, path: str | Path, scale: int | None = None) -> Path:
-    """Save several equally long batches as the rows of one grid (e.g. input above, output below)."""
+def save_rows(rows: list[Tensor], spec: DataSpec, path: str | Path, scale: int | None = None,
+              labels: tuple[str, ...] = ()) -> Path:
+    """Save several equally long batches as the rows of one grid (e.g. input above, output below),
+    each row's name in a left margin when `labels` are given."""
     n = rows[0].shape[0]
-    return save_grid(torch.cat([r[:n] for r in rows]), spec, path, nrow=n, scale=scale)
+    return save_grid(torch.cat([r[:n] for r in rows]), spec, path, nrow=n, scale=scale, row_labels=labels)
 
 
 def save_figure(figure: Figure, spec: DataSpec, path: str | Path) -> Path:
     """Draw a model's figure (ImageRows or DensityMap) as a PNG at `path`."""
     if isinstance(figure, ImageRows):
-        return save_rows([r.cpu() for r in figure.rows], spec, path)
+        return save_rows([r.cpu() for r in figure.rows], spec, path, labels=figure.labels)
     if isinstance(figure, DensityMap):
         return save_density_map(figure, path)
     raise TypeError(f"not a figure: {type(figure).__name__}")
@@ -102,7 +151,7 @@ def save_density_map(figure: DensityMap, path: str | Path) -> Path:
     import io
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-    axes[0].scatter(points[:, 0], points[:, 1], s=1, c="k", alpha=0.5)
+    axes[0].scatter(points[:, 0], points[:, 1], s=4, c="tab:red", alpha=0.7)
     axes[0].set_title(f"{len(points)} samples")
     axes[1].imshow(density, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
     axes[1].set_title("learned density")

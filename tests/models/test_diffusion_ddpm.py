@@ -268,3 +268,16 @@ def test_bound_of_a_level_oracle_is_the_prior_term_plus_the_decoder():
 def test_unknown_prediction_is_one_sentence():
     with pytest.raises(GenzooError, match="prediction must be one of eps, levels"):
         genzoo.create("ddpm", SPEC, prediction="x0")
+
+
+def test_strided_bound_is_within_its_standard_error_of_the_full_bound():
+    """Each image draws its own offset, so the standard error over images covers the estimator's
+    noise; a shared offset would move every image alike, far beyond that error."""
+    model = build()
+    x = data(1).expand(400, *SPEC.shape)
+    g = torch.Generator().manual_seed(1)
+    full = model.log_likelihood(x, generator=g).nats
+    strided = model.log_likelihood(x, generator=g, stride=4).nats
+    se = (full.var() / len(full) + strided.var() / len(strided)).sqrt()
+    assert abs(float(strided.mean() - full.mean())) < 4 * float(se)
+    assert strided.std() > full.std(), "the offset's noise shows in the spread over images"

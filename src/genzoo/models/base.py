@@ -14,6 +14,8 @@ Class attributes (read without building a model):
     loss_unit        what `loss` returns, in words (shown in progress bars and reports)
     train_defaults   TrainConfig fields this model trains best with (`--help` shows them)
     stages           training stages, run in order; each selects its own best weights
+    quick_sample_options  options of `sample` for the grids of `genzoo train` and for compare: a
+                     quick sampler where the default one is slow (default {}: the default sampler)
 
 Methods (those marked * must be defined; the rest have working defaults):
   * loss(x)                       scalar training objective, in `loss_unit`
@@ -52,9 +54,14 @@ _NOT_OPTIONS = {"self", "n", "x", "generator", "data", "labels", "args", "kwargs
 @dataclasses.dataclass(frozen=True)
 class ImageRows:
     """A figure: equally long rows of images of levels, each (n, C, H, W), drawn one under another
-    (for example inputs above their reconstructions)."""
+    (for example inputs above their reconstructions), with each row's name in `labels` (or none)."""
 
     rows: tuple[Tensor, ...]
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.labels and len(self.labels) != len(self.rows):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.rows)} rows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +115,8 @@ class GenerativeModel(nn.Module):
     loss_unit: ClassVar[str] = "nats per dimension"
     train_defaults: ClassVar[dict[str, Any]] = {}
     stages: ClassVar[tuple[str, ...]] = ("main",)
+    # `sample` options for the grids written during and after training and for compare's samples
+    quick_sample_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DataSpec, config: Any) -> None:
         super().__init__()

@@ -345,4 +345,4 @@ class Colorization(GenerativeModel):
         idx = torch.randperm(len(data.x), generator=generator, device=device)[:n].cpu()
         x = data.x[idx].to(self.device)
         rows = [self.grey(x).cpu(), self.colorize(x, temperature).cpu(), x.cpu()]
-        return {"colorization": ImageRows(tuple(rows))}
+        return {"colorization": ImageRows(tuple(rows), ("grey input", "colorized", "true colour"))}

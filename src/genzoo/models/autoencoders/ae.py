@@ -201,7 +201,7 @@ class AE(GenerativeModel):
         x = data.x[:n]
         with evaluating(self):
             x_hat = self.reconstruct(x.to(self.device)).cpu()
-        return {"reconstructions": ImageRows((x, x_hat))}
+        return {"reconstructions": ImageRows((x, x_hat), ("input", "reconstruction"))}
 
 
 class DenoisingAE(AE):
@@ -257,4 +257,4 @@ class DenoisingAE(AE):
         with evaluating(self):
             x_noisy = self.corrupt(x, generator)
             x_hat = self.reconstruct(x_noisy.to(self.device)).cpu()
-        return {"denoising": ImageRows((x, x_noisy, x_hat))}
+        return {"denoising": ImageRows((x, x_noisy, x_hat), ("input", "noisy input", "denoised"))}

@@ -236,4 +236,5 @@ class VAE(LikelihoodModel):
                else torch.zeros(2, dtype=torch.long))
         x_a, x_b = data.x[idx[:pairs]].to(self.device), data.x[idx[pairs:2 * pairs]].to(self.device)
         grid = self.interpolate(x_a, x_b, steps).cpu()
-        return {"reconstructions": ImageRows((x.cpu(), x_hat.cpu())), "interpolation": ImageRows(tuple(grid))}
+        return {"reconstructions": ImageRows((x.cpu(), x_hat.cpu()), ("input", "reconstruction")),
+                "interpolation": ImageRows(tuple(grid))}

@@ -311,7 +311,7 @@ class VQModel(LikelihoodModel):
         x = data.x[:n]
         with evaluating(self):
             x_hat = self.reconstruct(x.to(self.device)).cpu()
-        return {"reconstructions": ImageRows((x.cpu(), x_hat))}
+        return {"reconstructions": ImageRows((x.cpu(), x_hat), ("input", "reconstruction"))}
 
 
 class VQVAE(VQModel):

@@ -175,10 +175,10 @@ def check_unet_fields(config: Any) -> None:
 class DDPMConfig:
     """Schedule, reverse variance, objective and U-Net size.
 
-    prediction: "eps" (Ho et al.) or "levels" (x_0 as the mean of a categorical over the K levels,
-    see the module docstring); schedule: "linear" (beta_start..beta_end) or "cosine"; variance: "fixed_small" (beta-tilde),
-    "fixed_large" (beta) or "learned"; objective: "simple" (L_simple), "hybrid"
-    (L_simple + vlb_weight * L_vlb) or "vlb" (the bound alone); the last two need a learned variance.
+    prediction: "eps" (Ho et al.) or "levels" (x_0 as the mean of a categorical over the K levels, see the
+    module docstring); schedule: "linear" (beta_start..beta_end) or "cosine"; variance: "fixed_small" (beta-tilde),
+    "fixed_large" (beta) or "learned"; objective: "simple" (L_simple), "hybrid" (L_simple + vlb_weight * L_vlb)
+    or "vlb" (the bound alone); the last two need a learned variance.
     """
 
     timesteps: int = 1000
@@ -224,9 +224,9 @@ class DDPM(LikelihoodModel):
     name = "ddpm"
     Config = DDPMConfig
     loss_unit: ClassVar[str] = "per dimension: squared error of the prediction (L_simple), plus the weighted bound in nats"
-    # 8x8 digits: 2500 steps with one sample grid at the end.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2500, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
                                                 "ema_decay": 0.995, "eval_every": 500, "sample_every": 2500}
+    quick_sample_options: ClassVar[dict[str, Any]] = {"sampler": "ddim"}  # 50 DDIM steps, not T ancestral ones
 
     def __init__(self, spec: DataSpec, config: DDPMConfig) -> None:
         super().__init__(spec, config)
@@ -313,12 +313,13 @@ class DDPM(LikelihoodModel):
     # -- likelihood ----------------------------------------------------------------------------
     @torch.no_grad()
     def bound_terms(self, x: Tensor, t_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """L_t (B, len(t_values)) in nats at each given step, with x_t ~ q(x_t | x_0) drawn per step."""
+        """L_t (B, K) in nats at each of K steps, with x_t ~ q(x_t | x_0) drawn per step; t_values (K,)
+        are shared by the images, (K, B) give each image its own."""
         x = self.check_input(x)
         x0 = self.to_model_space(x)
         out = []
-        for t in t_values.tolist():
-            tt = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+        for t in t_values:
+            tt = t.to(x0.device).long().expand(x0.shape[0])
             eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
             xt = self.process.q_sample(x0, tt, eps)
             out.append(self.process.vlb_terms(self.net, x0, xt, tt)[0])
@@ -330,8 +331,8 @@ class DDPM(LikelihoodModel):
 
         stride = 1 sums all T terms exactly (one network call per step, x_t drawn from q per
         step: an unbiased estimate of the bound). stride > 1 keeps L_0 and the prior and
-        estimates sum_{t>=1} L_t from every stride-th step (random offset), times
-        (T - 1) / (number of steps kept), about stride.
+        estimates sum_{t>=1} L_t from every stride-th step, times (T - 1) / (steps kept), with a
+        random offset per image, so that the spread over images holds the estimator's noise.
         """
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise GenzooError(f"stride must be a positive integer, got {stride!r}.")
@@ -342,9 +343,10 @@ class DDPM(LikelihoodModel):
             if stride == 1:
                 terms = self.bound_terms(x, torch.arange(T - 1, -1, -1), generator).sum(1)
             else:
-                offset = int(torch.randint(0, stride, (1,), generator=generator))
-                ts = torch.arange(1 + offset, T, stride)
-                kl = self.bound_terms(x, ts, generator).sum(1) * ((T - 1) / max(len(ts), 1))
+                offset = torch.randint(0, stride, (len(x),), generator=generator, device=self.device)
+                ts = 1 + offset + torch.arange(0, T - 1, stride, device=self.device).unsqueeze(1)  # (K, B)
+                kept = (ts < T).T  # (B, K); a step past T - 1 is computed and dropped
+                kl = (self.bound_terms(x, ts.clamp(max=T - 1), generator) * kept).sum(1) * (T - 1) / kept.sum(1)
                 terms = kl + self.bound_terms(x, torch.zeros(1, dtype=torch.long), generator)[:, 0]
             nats = -(terms + self.process.prior_kl(self.to_model_space(x)))
         finally:
@@ -353,10 +355,9 @@ class DDPM(LikelihoodModel):
 
     @torch.no_grad()
     def validation_nats(self, x: Tensor) -> LogLikelihood:
-        """log_likelihood(x, stride=max(1, T // validation_terms)) with a generator seeded 0: nats per
-        image (B,), kind "lower_bound". L_T and L_0 are exact; sum_{t>=1} L_t comes from the KL terms
-        at every stride-th step (random offset), one x_t ~ q(x_t | x_0) each, times (T - 1) / (steps
-        kept): a Monte Carlo estimate of the variational lower bound, not itself a bound."""
+        """log_likelihood(x, stride=max(1, T // validation_terms)) with a generator seeded 0: nats (B,), kind
+        "lower_bound", a Monte Carlo estimate of the variational lower bound (not a bound): L_T and L_0 exact,
+        the KL terms at every stride-th step (a random offset per image) times (T - 1) / (steps kept)."""
         stride = max(1, self.process.timesteps // self.config.validation_terms)
         generator = torch.Generator(device=self.device).manual_seed(0)
         return self.log_likelihood(x, generator=generator, stride=stride)

@@ -218,6 +218,8 @@ class ScoreSDE(ContinuousTimeModel):
     loss_unit: ClassVar[str] = "squared error of the predicted noise per dimension (denoising score matching)"
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
                                                 "ema_decay": 0.995, "eval_every": 500}
+    # training's sample grids: the probability-flow ODE by RK4 in 100 steps, not sample_steps PC steps
+    quick_sample_options: ClassVar[dict[str, Any]] = {"sampler": "ode", "method": "rk4"}
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)
