@@ -91,3 +91,16 @@ def test_max_seconds_ends_training_early_with_a_last_validation(tmp_path):
     result = train(model, data, None, TrainConfig(steps=100000, max_seconds=0.5, eval_every=10**6, sample_every=0),
                    out_dir=tmp_path / "run", progress=False)
     assert 0 < result.steps < 100000 and result.best_step == result.steps
+
+
+def test_nfe_is_the_model_record_or_the_count_of_network_calls():
+    from genzoo.compare import count_nfe
+    from tiny import tiny
+
+    spec = genzoo.DataSpec(1, 8, 8, 17)
+    flow = genzoo.create("flow-matching", spec, **tiny("flow-matching")).eval()
+    _, nfe, sampler = count_nfe(flow, lambda: flow.sample(2, sampler="heun", steps=3))
+    assert sampler == "heun" and nfe == flow.sample_stats().nfe and nfe > 3  # Heun: two evaluations per step
+    pixelcnn = genzoo.create("pixelcnn", genzoo.DataSpec(1, 3, 3, 4), **tiny("pixelcnn")).eval()
+    _, nfe, sampler = count_nfe(pixelcnn, lambda: pixelcnn.sample(2, cache=False))
+    assert sampler is None and nfe == 9  # one full network pass per pixel

@@ -122,11 +122,12 @@ def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argpar
     return cfg, {"flops_per_step": flops, "planned_steps": steps * stages}
 
 
-def count_nfe(model: GenerativeModel, draw: Any) -> tuple[Any, int | None]:
-    """Run `draw()` and count the network evaluations of sampling: the most forward calls of any one
-    direct submodule that holds parameters (the denoiser, the decoder, the prior). None when no
-    such submodule is called through forward (a sampler that runs its layers step by step, as the
-    cached autoregressive samplers do). The one place NFE is read."""
+def count_nfe(model: GenerativeModel, draw: Any) -> tuple[Any, int | None, str | None]:
+    """Run `draw()` and read the network evaluations of sampling: the model's own record
+    (`sample_stats()`: the sampler and its NFE) where it keeps one, else the most forward calls of any
+    one direct submodule that holds parameters (the decoder, the prior). None when neither says (a
+    sampler that runs its layers step by step, as the cached autoregressive samplers do). Returns
+    (what draw returned, NFE, sampler name). The one place NFE is read."""
     counts: dict[str, int] = {}
     hooks = []
     for name, child in model.named_children():
@@ -139,7 +140,10 @@ def count_nfe(model: GenerativeModel, draw: Any) -> tuple[Any, int | None]:
     finally:
         for h in hooks:
             h.remove()
-    return out, (max(counts.values()) if counts else None)
+    stats = model.sample_stats()
+    if stats is not None:
+        return out, stats.nfe, stats.sampler
+    return out, (max(counts.values()) if counts else None), None
 
 
 def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace, options: dict[str, Any],
@@ -160,9 +164,10 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
         return row
     g = torch.Generator(device=model.device).manual_seed(args.seed)
     t0 = time.perf_counter()
-    samples, nfe = count_nfe(model, lambda: model.sample(args.samples, generator=g, **options))
+    samples, nfe, sampler = count_nfe(model, lambda: model.sample(args.samples, generator=g, **options))
     seconds = time.perf_counter() - t0
-    row.update({"sample_seconds_per_image": seconds / args.samples, "nfe": nfe, "sampler": options or "default"})
+    row.update({"sample_seconds_per_image": seconds / args.samples, "nfe": nfe,
+                "sampler": sampler or options or "default"})
     row["samples_png"] = str(save_grid(samples[:64].cpu(), model.spec, sample_dir / "samples.png", reference=test.x))
     quality = sample_quality(samples.cpu(), test.x, data=args.data, root=args.root, seed=args.seed,
                              progress=not args.no_progress)
