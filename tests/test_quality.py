@@ -76,3 +76,12 @@ def test_the_classifier_is_trained_once_cached_as_safetensors_and_scores_real_ab
 def test_sample_quality_refuses_floats_in_one_sentence():
     with pytest.raises(GenzooError, match="integer levels"):
         genzoo.sample_quality(torch.rand(4, 1, 8, 8), torch.zeros(4, 1, 8, 8, dtype=torch.long), data="digits")
+
+
+def test_kid_has_a_nonzero_error_when_both_sets_have_the_same_size():
+    from genzoo.quality import kernel_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 5, generator=g), torch.randn(40, 5, generator=g) + 0.5
+    kid, se = kernel_distance(a, b, generator=torch.Generator().manual_seed(1))
+    assert kid > 0 and 0 < se < kid

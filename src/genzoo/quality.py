@@ -48,10 +48,12 @@ def kernel_distance(f1: Tensor, f2: Tensor, subsets: int = 10, subset_size: int 
                     generator: torch.Generator | None = None) -> tuple[float, float]:
     """Unbiased MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, averaged over random subsets, and the
     standard error of that average: (KID, its standard error). Binkowski et al. 2018, eq. 4 and
-    section 4 ("KID"). subset_size is capped at the smaller set."""
+    section 4 ("KID"). subset_size is capped at half the smaller set, so that the subsets differ and
+    their spread says something (with subsets as large as the sets, every subset is the whole set)."""
     f1, f2 = f1.double(), f2.double()
     d = f1.shape[1]
-    m = min(subset_size, len(f1), len(f2))
+    smaller = min(len(f1), len(f2))
+    m = min(subset_size, smaller // 2) if smaller >= 4 else smaller
     if m < 2:
         raise GenzooError("the kernel distance needs at least 2 samples in each set.")
     values = []
