@@ -90,3 +90,16 @@ def test_bad_training_options_are_one_sentence():
         TrainConfig(steps=0)
     with pytest.raises(genzoo.GenzooError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
+
+
+def test_training_images_stay_uint8_on_the_cpu_and_batches_arrive_as_int64(tmp_path):
+    from genzoo.train import _Loop
+
+    model = genzoo.create("pixelcnn", SPEC, **TINY)
+    d = data()
+    loop = _Loop(model, cfg(), RunDirectory(None), torch.device("cpu"), d, d, {}, False, None,
+                 torch.Generator().manual_seed(3))
+    assert loop.x_train.dtype == torch.uint8 and loop.x_train.device.type == "cpu"
+    batch = loop.batch()
+    idx = torch.randint(0, len(d.x), (16,), generator=torch.Generator().manual_seed(3))
+    assert batch["x"].dtype == torch.int64 and torch.equal(batch["x"], d.x[idx])

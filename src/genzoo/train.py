@@ -187,18 +187,20 @@ class _Loop:
 
     def batch(self) -> dict[str, Tensor]:
         """A random training batch: the images, and the labels for class-conditional models."""
-        idx = torch.randint(0, len(self.train_data.x), (self.cfg.batch_size,), generator=self.data_gen).to(self.device)
-        batch = {"x": self.x_train[idx]}
+        idx = torch.randint(0, len(self.train_data.x), (self.cfg.batch_size,), generator=self.data_gen)
+        batch = {"x": self.x_train[idx].to(self.device).long()}
         if self.y_train is not None:
-            batch["labels"] = self.y_train[idx]
+            batch["labels"] = self.y_train[idx].to(self.device)
         return batch
 
     def __post_init__(self) -> None:
-        self.x_train = self.train_data.x.to(self.device)
+        # the training images stay on the CPU, as uint8 where the levels fit, and go to the device a batch at a time
+        x = self.train_data.x
+        self.x_train = x.to(torch.uint8) if self.train_data.spec.levels <= 256 else x
         labels = self.train_data.labels
         if self.model.num_classes > 0 and labels is None:
             raise GenzooError(f"model {self.model.name!r} is conditioned on classes; the training data must have labels.")
-        self.y_train = labels.to(self.device) if self.model.num_classes > 0 else None
+        self.y_train = labels if self.model.num_classes > 0 else None
 
     def step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], global_step: int) -> float:
         """One optimizer step on a fresh batch; one sentence when the loss or gradient is not finite."""
