@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__, checkpoint, data, registry
+from . import __version__, checkpoint, data, distributed, registry
 from .data.spec import DataSpec
 from .errors import GenzooError, Interrupted
 from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
@@ -152,10 +152,17 @@ def cmd_train(argv: Sequence[str]) -> int:
     model, cfg, record, (train_data, val_data, test_data) = _train_setup(
         args, model_flags.values(args), train_flags.values(args), file)
     out = Path(args.out)
-    print(f"training {args.model} on {args.data} ({len(train_data)} train / {len(val_data)} val images, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, seed {cfg.seed}) -> {out}", file=sys.stderr)
-    result = train(model, train_data, val_data, cfg, out_dir=out, progress=not args.no_progress,
-                   resume=args.resume, record=record)
+    main = distributed.env_rank() == 0  # under torchrun, rank 0 alone reports and writes
+    if main:
+        print(f"training {args.model} on {args.data} ({len(train_data)} train / {len(val_data)} val images, "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, seed {cfg.seed}) -> {out}", file=sys.stderr)
+    try:
+        result = train(model, train_data, val_data, cfg, out_dir=out, progress=not args.no_progress,
+                       resume=args.resume, record=record)
+    finally:
+        distributed.shutdown()
+    if not main:
+        return 0
     device = model.device
     best = checkpoint.load(out).to(device)
     summary: dict[str, Any] = {"model": args.model, "data": args.data, "out": str(out), "seed": cfg.seed,

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from . import distributed
 from .data.spec import Dataset
 from .errors import GenzooError
 from .functional import psnr  # noqa: F401  (re-exported: genzoo.evaluate.psnr)
@@ -89,6 +90,23 @@ def mean_loss(model: GenerativeModel, data: Dataset, batch_size: int = 256) -> f
         total += float(model.loss(xb, **extra)) * len(xb)
         count += len(xb)
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[str, float, str]:
+    """("val_bpd", bits/dim of `validation_nats`, kind) for models with a likelihood, else
+    ("val_loss", the mean loss, ""). Under data parallelism each rank evaluates its shard and every
+    rank gets the value of the whole set."""
+    part = data.x[distributed.shard(len(data))]
+    labels = None if data.labels is None else data.labels[distributed.shard(len(data))]
+    if model.has_likelihood:
+        ll = (log_likelihood_batched(model, part, batch_size, labels, objective="validation") if len(part)
+              else None)
+        parts = [p for p in distributed.gather(ll and (ll.nats, ll.kind)) if p is not None]
+        return "val_bpd", to_bits_per_dim(torch.cat([n for n, _ in parts]), data.spec.dims), parts[0][1]
+    loss = mean_loss(model, Dataset(part, data.spec, labels), batch_size) if len(part) else 0.0
+    totals = distributed.gather((loss * len(part), len(part)))
+    return "val_loss", sum(t for t, _ in totals) / max(1, sum(n for _, n in totals)), ""
 
 
 ESTIMATES = {

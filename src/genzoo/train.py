@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__, configs
+from . import __version__, configs, distributed
 from .data.spec import Dataset
 from .errors import GenzooError, Interrupted
-from .evaluate import log_likelihood_batched, mean_loss, to_bits_per_dim
+from .evaluate import validate
 from .models.base import GenerativeModel
 from .optim import lr_at, make_optimizer, update_ema
 from .registry import check_seed
@@ -132,16 +132,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@torch.no_grad()
-def validate(model: GenerativeModel, data: Dataset, batch_size: int) -> tuple[str, float, str]:
-    """("val_bpd", bits/dim of `validation_nats`, kind) for models with a likelihood, else
-    ("val_loss", the mean loss, "")."""
-    if model.has_likelihood:
-        ll = log_likelihood_batched(model, data.x, batch_size, data.labels, objective="validation")
-        return "val_bpd", to_bits_per_dim(ll.nats, data.spec.dims), ll.kind
-    return "val_loss", mean_loss(model, data, batch_size), ""
-
-
 def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Tensor | None = None) -> dict[str, Any]:
     """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
     `seed` (nothing for conditional models); 2-D toy samples are drawn over the density of `data`.
@@ -179,6 +169,7 @@ class _Loop:
     progress: bool
     stop_after: int | None
     data_gen: torch.Generator
+    net: nn.Module | None = None  # the loss in DistributedDataParallel, under data parallelism
     best_value: float = math.inf
     best_step: int = -1
     images: int = 0
@@ -186,8 +177,10 @@ class _Loop:
     t_start: float = field(default_factory=time.time)
 
     def batch(self) -> dict[str, Tensor]:
-        """A random training batch: the images, and the labels for class-conditional models."""
+        """A random training batch (this rank's slice of it): the images, and the labels for
+        class-conditional models."""
         idx = torch.randint(0, len(self.train_data.x), (self.cfg.batch_size,), generator=self.data_gen)
+        idx = idx[distributed.shard(self.cfg.batch_size)]
         batch = {"x": self.x_train[idx].to(self.device).long()}
         if self.y_train is not None:
             batch["labels"] = self.y_train[idx].to(self.device)
@@ -207,11 +200,12 @@ class _Loop:
         self.model.train()
         batch = self.batch()
         try:
-            loss = self.model.loss(**batch)
+            loss = self.net(**batch) if self.net is not None else self.model.loss(**batch)
         except GenzooError as e:
             raise GenzooError(f"training stopped at step {global_step + 1}: {e}") from e
-        if not torch.isfinite(loss):
-            raise GenzooError(f"training stopped at step {global_step + 1}: the loss became {float(loss.detach())} "
+        loss_value = distributed.mean(loss)  # every rank takes the same decision
+        if not torch.isfinite(loss_value):
+            raise GenzooError(f"training stopped at step {global_step + 1}: the loss became {float(loss_value)} "
                               f"(not finite); try a lower --lr or a smaller --grad-clip.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -223,13 +217,14 @@ class _Loop:
         opt.step()
         self.images += self.cfg.batch_size
         self.steps_done += 1
-        return float(loss.detach())
+        return float(loss_value)
 
     def stage(self, stage_index: int, resumed: tuple | None, result: TrainResult) -> None:
         """Train stage `stage_index` to its end (or to `stop_after`); the model ends with its best weights."""
         cfg, model, run = self.cfg, self.model, self.run
         stage = model.stages[stage_index]
         model.begin_stage(stage, self.train_data)
+        self.net = distributed.wrap(model)
         params = [p for p in model.stage_parameters(stage) if p.requires_grad]
         opt = make_optimizer(params, cfg)
         ema = copy.deepcopy(model)
@@ -238,8 +233,8 @@ class _Loop:
             state, opt_tensors, rng, ema_loaded = resumed
             ema.load_state_dict(ema_loaded.state_dict())
             optimizer_from_flat(opt, opt_tensors, state["optimizer"])
-            set_rng_state(rng, self.data_gen, self.device)
             first = int(state["step"])
+            set_rng_state(distributed.rank_rng(rng, cfg.seed, first), self.data_gen, self.device)
         elif stage_index > 0:
             self.best_value, self.best_step = math.inf, -1   # each stage selects its own best weights
         ema.eval()
@@ -264,6 +259,8 @@ class _Loop:
                                        "loss": loss_value, "lr": lr, "seconds": time.time() - self.t_start}
                 done = step + 1
                 out_of_time = time.time() - t_stage >= time_limit
+                if time_limit < math.inf:
+                    out_of_time = distributed.any_rank(out_of_time)
                 last = done == cfg.steps or out_of_time
                 if done % cfg.eval_every == 0 or last:
                     metric, value, kind = validate(ema, self.val_data, cfg.val_batch_size)
@@ -298,6 +295,8 @@ class _Loop:
             model.load_state_dict(best_state)
         elif not (self.best_step > 0 and run.load_best(model)):
             model.load_state_dict(ema.state_dict())
+        distributed.broadcast_module(model)  # rank 0 alone read the best weights back from the run directory
+        self.net = None
         result.history.append({"stage": stage, "best": self.best_value, "best_step": self.best_step,
                                "metric": metric, "kind": kind})
         result.metric, result.kind = metric, kind
@@ -311,7 +310,8 @@ class _Loop:
                  "finished": last_stage and done == self.cfg.steps}
         if done == self.cfg.steps:
             state.update({"stage_index": stage_index + 1, "step": 0})
-        self.run.save_state(self.model, ema, opt, state, rng_state(self.data_gen, self.device), self.record)
+        rng = distributed.rng_states(rng_state(self.data_gen, self.device), self.device)
+        self.run.save_state(self.model, ema, opt, state, rng, self.record)
 
 
 def train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None, config: TrainConfig,
@@ -326,26 +326,31 @@ def train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None,
     cfg = config
     if train_data.spec != model.spec:
         raise GenzooError(f"the data has spec {train_data.spec} but the model was built for {model.spec}.")
-    run = RunDirectory(out_dir)
-    device = resolve_device(cfg.device)
+    if cfg.batch_size % distributed.env_world_size():
+        raise GenzooError(f"the batch size {cfg.batch_size} is the global batch and must divide by the "
+                          f"{distributed.env_world_size()} processes.")
+    device = distributed.init_from_env(resolve_device(cfg.device))
+    run = RunDirectory(out_dir if distributed.is_main() else None)  # rank 0 alone writes the run
     run.lock()
     try:
-        return _train(model, train_data, val_data, cfg, run, device, progress, resume, record, stop_after)
+        return _train(model, train_data, val_data, cfg, (run, RunDirectory(out_dir)), device,
+                      progress and distributed.is_main(), resume, record, stop_after)
     finally:
         run.unlock()
 
 
 def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None, cfg: TrainConfig,
-           run: RunDirectory, device: torch.device, progress: bool, resume: bool, record: dict[str, Any] | None,
-           stop_after: int | None) -> TrainResult:
-    if resume and not run.has_state():
-        raise GenzooError(f"there is no run to resume in {str(run.path)!r} (no {STATE_DIR}/state.json).")
+           runs: tuple[RunDirectory, RunDirectory], device: torch.device, progress: bool, resume: bool,
+           record: dict[str, Any] | None, stop_after: int | None) -> TrainResult:
+    run, source = runs  # what this rank writes (nothing but on rank 0), what every rank reads
+    if resume and not source.has_state():
+        raise GenzooError(f"there is no run to resume in {str(source.path)!r} (no {STATE_DIR}/state.json).")
     if not resume:
         if run.has_state():
             raise GenzooError(f"{str(run.path)!r} already holds a run; continue it with --resume or choose another --out.")
         run.reset()  # what a run killed before its first saved state left behind
     model.to(device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + distributed.rank_and_world()[0])
     versions = {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     loop = _Loop(model, cfg, run, device, train_data,
                  val_data if val_data is not None and len(val_data) > 0 else train_data,
@@ -356,7 +361,7 @@ def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None
     if resume:
         run.clean()
         ema = copy.deepcopy(model)
-        state, opt_tensors, rng = run.load_state(model, ema)
+        state, opt_tensors, rng = source.load_state(model, ema)
         if state.get("finished"):
             raise GenzooError(f"the run in {str(run.path)!r} has already finished all {state['global_step']} steps.")
         start_stage = int(state["stage_index"])

@@ -1,0 +1,74 @@
+"""Data parallelism through PyTorch's own launcher: two gloo processes on the CPU train the model a
+single process trains with the same global batch, rank 0 alone writes, and a killed run resumes."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genzoo.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ARGS = ["--hidden-channels", "8", "--num-blocks", "1", "--output-hidden", "8", "--first-kernel-size", "3",
+        "--dropout", "0", "--steps", "6", "--eval-every", "3", "--sample-every", "3", "--grid-size", "4",
+        "--batch-size", "16", "--val-batch-size", "64", "--no-progress"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd: Path, *argv: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env.pop("GENZOO_TEST_KILL_AT", None)
+    if kill_at:
+        env["GENZOO_TEST_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "genzoo", "train", "pixelcnn", *argv]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def files(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()}
+
+
+def test_two_processes_train_the_single_process_model_and_resume(tmp_path):
+    single = tmp_path / "single"
+    assert main(["train", "pixelcnn", "--out", str(single), *ARGS]) == 0
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    ddp = tmp_path / "ddp"
+    # rank 0 is killed at its first saved state (step 3); torchrun ends rank 1
+    killed = torchrun(cwd, "--out", str(ddp), *ARGS, kill_at="after_cleanup")
+    assert killed.returncode != 0 and json.loads((ddp / "last" / "state.json").read_text())["step"] == 3
+    done = torchrun(cwd, "--out", str(ddp), "--resume", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert not any(cwd.iterdir()), "a rank wrote outside the run directory"
+    # the kill came before step 3's sample grid, which a resume does not draw again
+    assert files(ddp) | {"samples/step_000003.png"} == files(single), "the run directories hold different files"
+    for name in ("model.safetensors", "last/model-000002.safetensors", "last/ema-000002.safetensors"):
+        a, b = load_file(single / name), load_file(ddp / name)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=f"{name}: {k}")
+    rows = [[r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+            for d in (single, ddp)]
+    assert [r["global_step"] for r in rows[0]] == [r["global_step"] for r in rows[1]], "one writer, one line per row"
+    for a, b in zip(*rows):
+        if "val_bpd" in a:
+            assert b["val_bpd"] == pytest.approx(a["val_bpd"], abs=1e-6) and b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+
+
+def test_the_global_batch_must_divide_by_the_processes(tmp_path):
+    r = torchrun(tmp_path, "--out", str(tmp_path / "run"), *ARGS[:-3], "--batch-size", "15", "--no-progress")
+    assert r.returncode != 0 and "must divide by the 2 processes" in r.stderr
