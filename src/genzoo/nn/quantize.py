@@ -21,13 +21,16 @@ least `restart_threshold` vectors per batch on average, and moves to a new encod
 The codebook starts at random encoder outputs of the first training batch.
 
 The moving averages are training state: `update(z_e)` writes them and is called explicitly by the
-model before quantizing a training batch; `forward` itself writes nothing.
+model before quantizing a training batch; `forward` itself writes nothing. Under data parallelism
+(torch.distributed initialised) `update` sees the encoder outputs of every rank, in rank order, and
+every rank then takes rank 0's result, so the codebook is the one a single process would learn.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -97,6 +100,11 @@ class VectorQuantizer(nn.Module):
         """One training batch's effect on the codebook: first-batch initialisation, usage and EMA
         statistics, dead-code restarts. Call before `forward` on that batch."""
         flat = self.flatten(z_e.detach()).to(self.cluster_size.dtype)
+        parallel = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if parallel:  # the global batch's encoder outputs
+            parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, flat.contiguous())
+            flat = torch.cat(parts)
         n, K = flat.shape[0], self.num_codes
         if not bool(self.initialized):
             pick = torch.randperm(n, device=flat.device)[:K] if n >= K else torch.randint(n, (K,), device=flat.device)
@@ -123,6 +131,9 @@ class VectorQuantizer(nn.Module):
                 self.cluster_size[dead] = self.restart_threshold
                 if self.update_rule == "ema":
                     self.embed_sum[dead] = fresh * self.restart_threshold
+        if parallel:  # the random picks above are rank 0's
+            for t in [*self.buffers(), *(p.data for p in self.parameters())]:
+                dist.broadcast(t, 0)
 
     # -- statistics ---------------------------------------------------------------------------
     def usage(self, codes: Tensor) -> tuple[float, float]:
