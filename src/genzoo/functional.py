@@ -7,13 +7,37 @@ v_k = 2k/(K-1) - 1 in [-1, 1] where a model works in continuous space.
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .data.transforms import to_centered
+
+F_ = TypeVar("F_", bound=Callable[..., Any])
+HALF = (torch.float16, torch.bfloat16)
+
+
+def widen(x: Tensor) -> Tensor:
+    """`x` in float32 when it is in half precision (bf16, fp16); any other dtype unchanged."""
+    return x.float() if x.dtype in HALF else x
+
+
+def float32(fn: F_) -> F_:
+    """`fn` with autocast off and its half-precision tensor arguments in float32: the numerically
+    delicate parts of a model (log-likelihood sums, log-determinants, distances) under mixed precision.
+    Float64 arguments stay float64."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(widen(a) if isinstance(a, Tensor) else a for a in args)
+        kwargs = {k: widen(v) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
+        with torch.autocast(first.device.type if first is not None else "cpu", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def psnr(x_hat: Tensor, x: Tensor, levels: int) -> Tensor:
@@ -22,6 +46,7 @@ def psnr(x_hat: Tensor, x: Tensor, levels: int) -> Tensor:
     return 10 * torch.log10((levels - 1) ** 2 / err)
 
 
+@float32
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) = -(|z|^2 + D log(2 pi)) / 2, summed over every dimension but the first.
 
@@ -30,6 +55,7 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z.flatten(1).pow(2).sum(1) + z[0].numel() * math.log(2 * math.pi))
 
 
+@float32
 def discretized_logistic_log_prob(k: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:
     """log P(k) of levels k under Logistic(mean, s = exp(log_scale)) discretized on [-1, 1], elementwise.
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__, configs, distributed
+from . import __version__, configs, distributed, precision
 from .data.spec import Dataset
 from .errors import GenzooError, Interrupted
 from .evaluate import validate
@@ -44,6 +44,7 @@ class TrainConfig:
     grid_size is the number of images in each sample grid written during and after training.
     max_seconds > 0 ends each stage early, after a last validation, once the stage has run for
     max_seconds / (number of stages) wall-clock seconds (an equal-time budget); 0 means no limit.
+    precision is fp32, bf16, fp16 or auto (genzoo.precision).
     """
 
     steps: int = 2000
@@ -61,9 +62,11 @@ class TrainConfig:
     device: str = "auto"
     val_batch_size: int = 256
     max_seconds: float = 0.0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
+        precision.check(self.precision)
         for name in ("steps", "batch_size", "eval_every", "val_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise GenzooError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
@@ -194,13 +197,15 @@ class _Loop:
         if self.model.num_classes > 0 and labels is None:
             raise GenzooError(f"model {self.model.name!r} is conditioned on classes; the training data must have labels.")
         self.y_train = labels if self.model.num_classes > 0 else None
+        self.amp = precision.Precision(self.cfg.precision, self.device)
 
     def step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter], global_step: int) -> float:
         """One optimizer step on a fresh batch; one sentence when the loss or gradient is not finite."""
         self.model.train()
         batch = self.batch()
         try:
-            loss = self.net(**batch) if self.net is not None else self.model.loss(**batch)
+            with self.amp.autocast():
+                loss = self.net(**batch) if self.net is not None else self.model.loss(**batch)
         except GenzooError as e:
             raise GenzooError(f"training stopped at step {global_step + 1}: {e}") from e
         loss_value = distributed.mean(loss)  # every rank takes the same decision
@@ -208,13 +213,14 @@ class _Loop:
             raise GenzooError(f"training stopped at step {global_step + 1}: the loss became {float(loss_value)} "
                               f"(not finite); try a lower --lr or a smaller --grad-clip.")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.amp.backward(loss)
         if self.cfg.grad_clip > 0:
+            self.amp.unscale(opt)
             gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-            if not torch.isfinite(gnorm):
+            if not torch.isfinite(gnorm) and not self.amp.scaling:  # fp16's scaler skips such a step
                 raise GenzooError(f"training stopped at step {global_step + 1}: the gradient became non-finite; "
                                   f"try a lower --lr.")
-        opt.step()
+        self.amp.step(opt)
         self.images += self.cfg.batch_size
         self.steps_done += 1
         return float(loss_value)
@@ -234,6 +240,7 @@ class _Loop:
             ema.load_state_dict(ema_loaded.state_dict())
             optimizer_from_flat(opt, opt_tensors, state["optimizer"])
             first = int(state["step"])
+            self.amp.load_state_dict(state.get("scaler", {}))
             set_rng_state(distributed.rank_rng(rng, cfg.seed, first), self.data_gen, self.device)
         elif stage_index > 0:
             self.best_value, self.best_step = math.inf, -1   # each stage selects its own best weights
@@ -307,7 +314,7 @@ class _Loop:
         last_stage = stage_index == len(self.model.stages) - 1
         state = {"stage_index": stage_index, "stage": stage, "step": done, "global_step": global_step + 1,
                  "best_value": self.best_value, "best_step": self.best_step, "metric": metric,
-                 "finished": last_stage and done == self.cfg.steps}
+                 "finished": last_stage and done == self.cfg.steps, "scaler": self.amp.state_dict()}
         if done == self.cfg.steps:
             state.update({"stage_index": stage_index + 1, "step": 0})
         rng = distributed.rng_states(rng_state(self.data_gen, self.device), self.device)

@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..functional import float32
+
 UPDATES = ("ema", "loss")
 
 
@@ -71,6 +73,7 @@ class VectorQuantizer(nn.Module):
         """(B, D, H, W) -> (B*H*W, D)."""
         return z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
 
+    @float32
     def nearest(self, flat: Tensor) -> Tensor:
         """Index of the nearest code for each row of (N, D): argmin ||z||^2 - 2 z.e + ||e||^2."""
         e = self.codebook.to(flat.dtype)

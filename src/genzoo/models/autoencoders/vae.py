@@ -27,7 +27,7 @@ from torch import Tensor
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...functional import discretized_logistic_log_prob, psnr, standard_normal_log_prob
+from ...functional import discretized_logistic_log_prob, float32, psnr, standard_normal_log_prob, widen
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ..autoregressive.common import categorical_log_prob, sample_categorical
 from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
@@ -63,11 +63,13 @@ class VAEConfig:
         check_positive(self.free_bits, "free_bits", allow_zero=True)
 
 
+@float32
 def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, diag exp(log_var)) || N(0, I)) per latent dimension, same shape as mu."""
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
 
 
+@float32
 def normal_log_prob(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     """log N(z; mu, diag exp(log_var)) summed over the last dimension."""
     return -0.5 * ((z - mu).pow(2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
@@ -110,7 +112,7 @@ class VAE(LikelihoodModel):
         """log p(x_i = k | z) for every level k: (B, K, C, H, W); it sums to one over k."""
         out = self._decoder_output(z)
         if self.config.decoder == "categorical":
-            return out.log_softmax(1)
+            return widen(out).log_softmax(1)
         k = torch.arange(self.spec.levels, device=z.device).view(1, -1, 1, 1, 1)
         return discretized_logistic_log_prob(k, out[:, :1], out[:, 1:2].clamp_min(-7.0), self.spec.levels)
 

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...functional import psnr
+from ...functional import psnr, widen
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
@@ -257,7 +257,7 @@ class VQModel(LikelihoodModel):
             return -nats / sum(c.numel() for c in codes)
         update = self.training and torch.is_grad_enabled()
         logits, quantized = self._forward(self._input(x), update)
-        loss = F.cross_entropy(logits, x)
+        loss = F.cross_entropy(widen(logits), x)
         for q in quantized:
             loss = loss + self.config.commitment * q.commitment
             if self.config.codebook_update == "loss":

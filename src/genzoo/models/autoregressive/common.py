@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import GenzooError
+from ...functional import float32
 
 
+@float32
 def categorical_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """sum over sub-pixels of log softmax(logits)[x]: (B, K, C, H, W), (B, C, H, W) -> (B,)."""
     return -F.cross_entropy(logits, x, reduction="none").flatten(1).sum(1)

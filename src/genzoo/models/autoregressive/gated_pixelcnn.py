@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
+from ...functional import widen
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
@@ -174,7 +175,7 @@ class GatedPixelCNN(LikelihoodModel):
     def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
         x = self.check_input(x)
-        return F.cross_entropy(self.logits(x, labels), x)
+        return F.cross_entropy(widen(self.logits(x, labels)), x)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,

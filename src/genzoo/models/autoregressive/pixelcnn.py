@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
+from ...functional import widen
 from ...nn.masked import MaskedConv2d
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .cached import PixelCNNStepper, cached_ancestral_sample
@@ -123,7 +124,7 @@ class PixelCNN(LikelihoodModel):
     def loss(self, x: Tensor) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
         x = self.check_input(x)
-        return F.cross_entropy(self.logits(x), x)
+        return F.cross_entropy(widen(self.logits(x)), x)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
-from ...functional import discretized_logistic_log_prob
+from ...functional import discretized_logistic_log_prob, float32
 from ...nn.causal import (
     DownRightShiftedConv2d,
     DownRightShiftedConvTranspose2d,
@@ -182,6 +182,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
         assert not u_list and not ul_list
         return self.out(F.elu(ul))[:, :, :H, :W]
 
+    @float32
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(B, P, *S) -> log pi (B, M, *S), mu (B, C, M, *S), log s (B, C, M, *S), coeffs (B, C(C-1)/2, M, *S)."""
         B, rest = params.shape[0], params.shape[2:]

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
+from ...functional import widen
 from ...nn.unet import UNet
 from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_positive, check_range
 from . import samplers
@@ -134,7 +135,7 @@ class GaussianDiffusion(nn.Module):
         logits = logits.reshape(B, C, self.levels, *xt.shape[2:])
         abar = gather(self.alpha_bar, t, xt).unsqueeze(2)
         evidence = -(xt.unsqueeze(2) - abar.sqrt() * self.level_values(xt)) ** 2 / (2 * (1 - abar))
-        return torch.log_softmax(logits + evidence, dim=2)
+        return torch.log_softmax(widen(logits) + evidence, dim=2)
 
     def prior_kl(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T | x_0) || N(0, I)) summed over dimensions, (B,) nats."""
@@ -295,7 +296,7 @@ class DDPM(LikelihoodModel):
         xt = self.process.q_sample(x0, t, eps)
         if self.config.objective == "simple" and self.config.prediction == "eps":
             eps_hat = self.net(xt, t.to(xt.dtype))
-            return (eps_hat - eps).pow(2).mean()
+            return (widen(eps_hat) - eps).pow(2).mean()
         if self.config.objective == "simple":
             pred, vlb = self.process.p_mean_variance(self.net, xt, t, clip=False), None
         else:
@@ -305,7 +306,7 @@ class DDPM(LikelihoodModel):
             if self.config.objective == "vlb":
                 return vlb
         if self.config.prediction == "eps":
-            simple = (pred["eps"] - eps).pow(2).mean()
+            simple = (widen(pred["eps"]) - eps).pow(2).mean()
         else:
             simple = -pred["log_probs"].gather(2, x.to(x0.device).long().unsqueeze(2)).mean()
         return simple if vlb is None else simple + self.config.vlb_weight * vlb

@@ -27,7 +27,7 @@ from torch import Tensor
 from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
-from ...functional import standard_normal_log_prob
+from ...functional import standard_normal_log_prob, widen
 from ..base import LogLikelihood, SampleStats, check_positive, check_range
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
@@ -113,7 +113,7 @@ class FlowMatching(ContinuousTimeModel):
         if labels is not None:
             drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
             labels = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels)
-        return (self.velocity(xt, t, labels) - u).pow(2).mean()
+        return (widen(self.velocity(xt, t, labels)) - u).pow(2).mean()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None,

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from ...functional import float32
+
 
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """beta_t rising linearly from beta_start to beta_end over T steps (float64).  Ho et al. 2020, section 4."""
@@ -119,6 +121,7 @@ def predict_eps_from_x0(alpha_bar: Tensor, xt: Tensor, t: Tensor, x0: Tensor) ->
 
 # -- likelihood terms -------------------------------------------------------------------------
 
+@float32
 def normal_kl(mean1: Tensor, log_var1: Tensor, mean2: Tensor, log_var2: Tensor) -> Tensor:
     """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
     return 0.5 * (-1.0 + log_var2 - log_var1 + torch.exp(log_var1 - log_var2)
@@ -131,6 +134,7 @@ def _log_sub_exp(a: Tensor, b: Tensor) -> Tensor:
     return a + torch.log((-torch.expm1((b - a).clamp(max=0.0))).clamp_min(tiny))
 
 
+@float32
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_var: Tensor, levels: int) -> Tensor:
     """log P(x) of levels x (in model space [-1, 1]) under N(mean, exp(log_var)) binned, elementwise.
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
-from ...functional import standard_normal_log_prob
+from ...functional import standard_normal_log_prob, widen
 from ..base import LogLikelihood, SampleStats, check_positive, check_range
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS, change_of_variables, rk4, rk45
@@ -249,7 +249,7 @@ class ScoreSDE(ContinuousTimeModel):
         eps = torch.randn_like(x0)
         m, s = self.sde.marginal(t)
         xt = _col(m, x0) * x0 + _col(s, x0) * eps
-        return (self.eps_pred(xt, t) - eps).pow(2).mean()
+        return (widen(self.eps_pred(xt, t)) - eps).pow(2).mean()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, divergence: str = "auto",

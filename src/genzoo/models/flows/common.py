@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import dequantize, from_unit
 from ...errors import GenzooError
-from ...functional import standard_normal_log_prob
+from ...functional import float32, standard_normal_log_prob
 from ...nn.flow_layers import Split
 from ..base import Figure, LikelihoodModel, LogLikelihood, check_temperature
 
@@ -144,8 +144,10 @@ class FlowModel(LikelihoodModel):
         return h
 
     # -- likelihood ---------------------------------------------------------------------------
+    @float32
     def _log_density_v(self, v: Tensor, check: bool = False) -> Tensor:
-        """log p(v) for v in [0, 1]^D, (B,): log N(z) + log abs det(dz/du) + log abs det(du/dv)."""
+        """log p(v) for v in [0, 1]^D, (B,): log N(z) + log abs det(dz/du) + log abs det(du/dv).
+        Float32 under mixed precision: the couplings' log-determinants are sums over every dimension."""
         u, ld_pre = self.preprocess(v)
         z, log_det = self._encode(u, check)
         return standard_normal_log_prob(z) + log_det + ld_pre
