@@ -72,3 +72,37 @@ def test_two_processes_train_the_single_process_model_and_resume(tmp_path):
 def test_the_global_batch_must_divide_by_the_processes(tmp_path):
     r = torchrun(tmp_path, "--out", str(tmp_path / "run"), *ARGS[:-3], "--batch-size", "15", "--no-progress")
     assert r.returncode != 0 and "must divide by the 2 processes" in r.stderr
+
+
+def _resume_worker(rank: int, port: int, root: str) -> None:
+    import genzoo
+    from genzoo.data.spec import Dataset, DataSpec
+    from genzoo.rundir import RunDirectory
+    from genzoo.train import TrainConfig, train
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    spec = DataSpec(1, 4, 4, 5)
+    x = torch.randint(0, 5, (64, *spec.shape), generator=torch.Generator().manual_seed(0))
+    d = Dataset(x, spec)
+    cfg = TrainConfig(steps=12, batch_size=16, lr=3e-3, warmup_steps=3, eval_every=4, sample_every=0, seed=7,
+                      ema_decay=0.9)
+    tiny = dict(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8, dropout=0.3)
+    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out_dir=f"{root}/straight", progress=False)
+    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out_dir=f"{root}/stopped", progress=False,
+          stop_after=9)
+    resumed = RunDirectory(f"{root}/stopped").load_model()[0].train()
+    train(resumed, d, d, cfg, out_dir=f"{root}/stopped", progress=False, resume=True)
+    import torch.distributed as dist
+    dist.destroy_process_group()
+
+
+def test_a_resumed_data_parallel_run_with_dropout_ends_as_the_uninterrupted_one(tmp_path):
+    """Dropout draws differ per rank (seed + rank); the saved state keeps every rank's RNG."""
+    torch.multiprocessing.spawn(_resume_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "stopped" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rng = load_file(next((tmp_path / "stopped" / "last").glob("rng-*.safetensors")))
+    assert {"torch", "data", "torch.rank1"} <= set(rng) and not torch.equal(rng["torch"], rng["torch.rank1"])
