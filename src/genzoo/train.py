@@ -9,6 +9,9 @@ resumed run continues exactly where it stopped.
 Before the first step the model prepares itself on the training data (`prepare`); multi-stage
 models (`model.stages`) run each stage for `steps` steps with a fresh optimizer over
 `model.stage_parameters(stage)`, after `model.begin_stage(stage, train_data)`.
+
+Under torchrun the processes train one model by data parallelism (genzoo.distributed), rank 0
+alone writing the run; `precision` runs the loss under autocast (genzoo.precision).
 """
 from __future__ import annotations
 
@@ -133,25 +136,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GenzooError(f"device {name!r} was asked for but CUDA is not available here.")
     return device
-
-
-def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Tensor | None = None) -> dict[str, Any]:
-    """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
-    `seed` (nothing for conditional models); 2-D toy samples are drawn over the density of `data`.
-    Returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
-    from .viz import save_grid
-
-    if model.conditional or n == 0 or path is None:
-        return {}
-    g = torch.Generator(device=model.device).manual_seed(seed)
-    t0 = time.perf_counter()
-    x = model.sample(n, generator=g, **model.quick_sample_options)
-    row: dict[str, Any] = {"sample_seconds": time.perf_counter() - t0}
-    stats = model.sample_stats()
-    if stats is not None:
-        row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
-    save_grid(x, model.spec, path, reference=data)
-    return row
 
 
 class _Stop(Exception):
@@ -283,6 +267,8 @@ class _Loop:
                 elif done % 50 == 0:
                     run.log(row)
                 if cfg.sample_every and (done % cfg.sample_every == 0 or last):
+                    from .viz import write_samples
+
                     sampled = write_samples(ema, run.sample_path(global_step + 1), cfg.grid_size, cfg.seed,
                                             self.train_data.x)
                     if sampled:

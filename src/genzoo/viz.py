@@ -3,7 +3,9 @@ models describe as data (`GenerativeModel.figures`: ImageRows, DensityMap)."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write_bytes
 from .data.spec import DataSpec
-from .models.base import DensityMap, Figure, ImageRows
+from .models.base import DensityMap, Figure, GenerativeModel, ImageRows
 
 
 def grid_array(x: Tensor, levels: int, nrow: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -182,3 +184,20 @@ def _pillow_density_map(points: np.ndarray, density: np.ndarray, box: tuple[floa
     canvas.paste(Image.fromarray(np.ascontiguousarray(heat)), (size + 8, 0))
     atomic_write_bytes(path, _png_bytes(canvas))
     return path
+
+
+def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Tensor | None = None) -> dict[str, Any]:
+    """A PNG grid of n samples drawn with the model's `quick_sample_options` and a generator seeded by
+    `seed` (nothing for conditional models); 2-D toy samples are drawn over the density of `data`.
+    Returns the metrics of the draw: sample_seconds, and sampler and sample_nfe where the model records them."""
+    if model.conditional or n == 0 or path is None:
+        return {}
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    t0 = time.perf_counter()
+    x = model.sample(n, generator=g, **model.quick_sample_options)
+    row: dict[str, Any] = {"sample_seconds": time.perf_counter() - t0}
+    stats = model.sample_stats()
+    if stats is not None:
+        row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
+    save_grid(x, model.spec, path, reference=data)
+    return row
