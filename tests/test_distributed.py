@@ -69,9 +69,24 @@ def test_two_processes_train_the_single_process_model_and_resume(tmp_path):
             assert b["val_bpd"] == pytest.approx(a["val_bpd"], abs=1e-6) and b["loss"] == pytest.approx(a["loss"], abs=1e-5)
 
 
-def test_the_global_batch_must_divide_by_the_processes(tmp_path):
-    r = torchrun(tmp_path, "--out", str(tmp_path / "run"), *ARGS[:-3], "--batch-size", "15", "--no-progress")
-    assert r.returncode != 0 and "must divide by the 2 processes" in r.stderr
+def test_the_global_batch_must_divide_by_the_processes(monkeypatch, tmp_path):
+    import genzoo
+    from genzoo.data.spec import Dataset, DataSpec
+    from genzoo.errors import GenzooError
+    from genzoo.train import TrainConfig, train
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before the process group
+    spec = DataSpec(1, 4, 4, 5)
+    model = genzoo.create("pixelcnn", spec, seed=0, hidden_channels=8, num_blocks=1, first_kernel_size=3,
+                          output_hidden=8)
+    with pytest.raises(GenzooError, match="batch size 15 is the global batch and must divide by the 2 processes"):
+        train(model, Dataset(torch.zeros(8, *spec.shape, dtype=torch.long), spec), None,
+              TrainConfig(steps=1, batch_size=15), out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+AE = dict(latent_dim=4, hidden_channels=8, num_blocks=1)
+AE_CFG_KW = dict(steps=3, batch_size=16, eval_every=3, sample_every=0, seed=1)
 
 
 def _resume_worker(rank: int, port: int, root: str) -> None:
@@ -94,11 +109,13 @@ def _resume_worker(rank: int, port: int, root: str) -> None:
           stop_after=9)
     resumed = RunDirectory(f"{root}/stopped").load_model()[0].train()
     train(resumed, d, d, cfg, out_dir=f"{root}/stopped", progress=False, resume=True)
+    ae = genzoo.create("ae", spec, seed=0, **AE)
+    train(ae, d, d, TrainConfig(**AE_CFG_KW), out_dir=f"{root}/ae", progress=False)
     import torch.distributed as dist
     dist.destroy_process_group()
 
 
-def test_a_resumed_data_parallel_run_with_dropout_ends_as_the_uninterrupted_one(tmp_path):
+def test_data_parallel_resume_with_dropout_is_exact_and_batch_statistics_cover_the_global_batch(tmp_path):
     """Dropout draws differ per rank (seed + rank); the saved state keeps every rank's RNG."""
     torch.multiprocessing.spawn(_resume_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "stopped" / "model.safetensors")
@@ -106,3 +123,16 @@ def test_a_resumed_data_parallel_run_with_dropout_ends_as_the_uninterrupted_one(
         assert torch.equal(a[k], b[k]), k
     rng = load_file(next((tmp_path / "stopped" / "last").glob("rng-*.safetensors")))
     assert {"torch", "data", "torch.rank1"} <= set(rng) and not torch.equal(rng["torch"], rng["torch.rank1"])
+
+    # the AE's code moments are statistics of the training batches: taken over the global batch
+    import genzoo
+    from genzoo.data.spec import Dataset, DataSpec
+    from genzoo.train import TrainConfig, train
+
+    spec = DataSpec(1, 4, 4, 5)
+    x = torch.randint(0, 5, (64, *spec.shape), generator=torch.Generator().manual_seed(0))
+    ae = genzoo.create("ae", spec, seed=0, **AE)
+    train(ae, Dataset(x, spec), Dataset(x, spec), TrainConfig(**AE_CFG_KW), progress=False)
+    ddp = load_file(tmp_path / "ae" / "model.safetensors")
+    for k in ("code_count", "code_mean", "code_second"):
+        torch.testing.assert_close(ddp[k], ae.state_dict()[k], rtol=0, atol=1e-5, msg=k)

@@ -12,6 +12,8 @@ MASTER_PORT), with NCCL on CUDA and gloo on the CPU. Conventions the trainer kee
 - Rank r's global torch RNG (dropout, noise) is seeded with seed + r: rank 0 draws what a single
   process draws. The resumable state records every rank's RNG state; a resume with the same world
   size continues exactly, and a rank with no recorded state is seeded with seed + r + step.
+- Models that keep statistics of their training batches (VQ codebooks, code moments) gather the
+  global batch with `gather_rows`.
 - Rank 0 alone writes the run directory. Validation is sharded and gathered, so every rank sees
   the same value and makes the same best-weights decision; the weights of rank 0 are broadcast
   when a stage begins (after `prepare` and `begin_stage`) and when it ends.
@@ -85,6 +87,16 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_rows(t: Tensor) -> Tensor:
+    """The rows of `t` (the same shape on every rank) from every rank, in rank order: what a model
+    that keeps statistics of its training batches sees of the global batch."""
+    if not active():
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
 
 
 def mean(value: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import active, gather_rows
 from ..functional import float32
 
 UPDATES = ("ema", "loss")
@@ -103,11 +104,8 @@ class VectorQuantizer(nn.Module):
         """One training batch's effect on the codebook: first-batch initialisation, usage and EMA
         statistics, dead-code restarts. Call before `forward` on that batch."""
         flat = self.flatten(z_e.detach()).to(self.cluster_size.dtype)
-        parallel = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if parallel:  # the global batch's encoder outputs
-            parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-            dist.all_gather(parts, flat.contiguous())
-            flat = torch.cat(parts)
+        parallel = active()
+        flat = gather_rows(flat)  # the global batch's encoder outputs
         n, K = flat.shape[0], self.num_codes
         if not bool(self.initialized):
             pick = torch.randperm(n, device=flat.device)[:K] if n >= K else torch.randint(n, (K,), device=flat.device)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ...data.spec import Dataset, DataSpec
 from ...data.transforms import from_centered, to_centered
+from ...distributed import gather_rows
 from ...errors import GenzooError
 from ...functional import psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
@@ -141,6 +142,7 @@ class AE(GenerativeModel):
     def _update_code_stats(self, z: Tensor) -> None:
         """Running mean and second moment of codes: a plain average over the first 1/momentum
         batches' worth of codes, then an exponential moving average with weight `code_momentum`."""
+        z = gather_rows(z)  # the global batch's codes under data parallelism
         B = z.shape[0]
         w = max(B / (float(self.code_count) + B), self.config.code_momentum)
         z = z.to(self.code_mean.dtype)
