@@ -14,7 +14,16 @@ import genzoo
 from genzoo.data.spec import DataSpec
 from genzoo.errors import GenzooError
 from genzoo.functional import standard_normal_log_prob
-from genzoo.nn.flow_layers import ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU, Squeeze
+from genzoo.nn.flow_layers import (
+    ActNorm,
+    AffineCoupling,
+    GaussianizeSplit,
+    GaussianizeTop,
+    InvConv1x1,
+    InvConv1x1LU,
+    Squeeze,
+    checkerboard,
+)
 from tiny import tiny
 
 TOY = DataSpec(2, 1, 1, 256)
@@ -62,6 +71,12 @@ CASES = {
     "squeeze": layer(lambda: Squeeze(), (2, 4, 2)),
     "coupling-checkerboard-0-tanh": layer(lambda: AffineCoupling(2, 4, 4, "checkerboard", 0, 8, 1, "tanh"), (2, 4, 4)),
     "coupling-checkerboard-1-sigmoid": layer(lambda: AffineCoupling(1, 3, 4, "checkerboard", 1, 8, 1, "sigmoid"), (1, 3, 4)),
+    "coupling-squeezed-checkerboard-0-tanh":
+        layer(lambda: AffineCoupling(2, 4, 4, "squeezed-checkerboard", 0, 8, 1, "tanh"), (2, 4, 4)),
+    "coupling-squeezed-checkerboard-1-sigmoid":
+        layer(lambda: AffineCoupling(1, 4, 6, "squeezed-checkerboard", 1, 8, 1, "sigmoid"), (1, 4, 6)),
+    "coupling-squeezed-checkerboard-2x2":
+        layer(lambda: AffineCoupling(3, 2, 2, "squeezed-checkerboard", 1, 8, 0, "tanh"), (3, 2, 2)),
     "coupling-channel-0-tanh": layer(lambda: AffineCoupling(3, 3, 3, "channel", 0, 8, 2, "tanh"), (3, 3, 3)),
     "coupling-channel-1-sigmoid": layer(lambda: AffineCoupling(5, 2, 2, "channel", 1, 8, 0, "sigmoid"), (5, 2, 2)),
     "coupling-channel-toy": layer(lambda: AffineCoupling(2, 1, 1, "channel", 1, 8, 1, "tanh"), (2, 1, 1)),
@@ -69,6 +84,10 @@ CASES = {
     "top-prior": layer(lambda: GaussianizeTop(2, 2, 2), (2, 2, 2)),
     "realnvp-grey": model("realnvp", DataSpec(1, 4, 4, 17), hidden_channels=8, num_blocks=1),
     "realnvp-colour": model("realnvp", DataSpec(3, 4, 4, 256), hidden_channels=8, num_blocks=1, couplings_per_scale=2),
+    "realnvp-squeezed-grey": model("realnvp", DataSpec(1, 4, 4, 17), hidden_channels=8, num_blocks=1,
+                                   checkerboard="squeezed"),
+    "realnvp-squeezed-colour": model("realnvp", DataSpec(3, 4, 4, 256), hidden_channels=8, num_blocks=1,
+                                     couplings_per_scale=2, checkerboard="squeezed"),
     "realnvp-toy": model("realnvp", TOY, hidden_channels=8),
     "glow-grey": model("glow", DataSpec(1, 4, 4, 17), hidden_channels=8, steps_per_level=2),
     "glow-colour": model("glow", DataSpec(3, 4, 4, 256), hidden_channels=8, steps_per_level=2, lu=False),
@@ -89,6 +108,20 @@ def test_flow_inverts_and_log_det_matches_autograd(case: str):
                                              vectorize=True)
         torch.testing.assert_close(log_det[b], torch.linalg.slogdet(J).logabsdet, atol=1e-8, rtol=1e-8)
     assert log_det.abs().max() > 1e-3 or case == "squeeze", "the layer is (close to) volume-preserving: weights not random?"
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_squeezed_checkerboard_coupling_changes_the_pixels_of_the_masked_one(parity: int):
+    torch.manual_seed(0)
+    coupling = AffineCoupling(2, 4, 6, "squeezed-checkerboard", parity, 8, 1, "tanh").double()
+    with torch.no_grad():  # zero-initialised output layer is the identity and tests nothing
+        for p in coupling.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(3, 2, 4, 6, dtype=torch.float64)
+    y, _ = coupling(x)
+    kept = checkerboard(4, 6, parity).bool().expand_as(x)
+    assert torch.equal(y[kept], x[kept]), "a kept pixel changed"
+    assert (y[~kept] != x[~kept]).all(), "a pixel to change was left as it was"
 
 
 def test_actnorm_initialisation_gives_zero_mean_unit_variance():

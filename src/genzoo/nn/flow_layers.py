@@ -200,16 +200,22 @@ class AffineCoupling(FlowLayer):
 
     The Jacobian is triangular, so its log-determinant is the sum of the scales. Masks (Dinh et
     al. 2017, section 3.4): "checkerboard" keeps the pixels with (i + j + parity) even, "channel"
-    keeps the first C//2 channels (parity 0) or the last C - C//2 (parity 1). The scale is bounded
+    keeps the first C//2 channels (parity 0) or the last C - C//2 (parity 1). "squeezed-checkerboard"
+    keeps the same pixels as "checkerboard", but its network sees only them, at half resolution:
+    each 2x2 patch holds two kept and two changed pixels, so squeeze and take those channels
+    (2C in, 2C out); half the pixels in, no mask channel, a quarter of the positions. The scale is bounded
     for stability: "tanh" gives s = scale_c * tanh(raw) with a learned scale_c per channel
     (RealNVP), "sigmoid" gives s = log sigmoid(raw + 2) (Glow).
     """
 
-    def __init__(self, channels: int, height: int, width: int, mask: Literal["checkerboard", "channel"],
-                 parity: int, hidden: int, num_blocks: int, scale_fn: Literal["tanh", "sigmoid"] = "tanh") -> None:
+    def __init__(self, channels: int, height: int, width: int,
+                 mask: Literal["checkerboard", "channel", "squeezed-checkerboard"], parity: int, hidden: int,
+                 num_blocks: int, scale_fn: Literal["tanh", "sigmoid"] = "tanh") -> None:
         super().__init__()
-        if mask not in ("checkerboard", "channel"):
-            raise GenzooError(f"coupling mask must be 'checkerboard' or 'channel', got {mask!r}.")
+        if mask not in ("checkerboard", "channel", "squeezed-checkerboard"):
+            raise GenzooError(f"coupling mask must be 'checkerboard', 'channel' or 'squeezed-checkerboard', got {mask!r}.")
+        if mask == "squeezed-checkerboard" and (height % 2 or width % 2):
+            raise GenzooError(f"a squeezed-checkerboard coupling needs an even height and width, got {height}x{width}.")
         if scale_fn not in ("tanh", "sigmoid"):
             raise GenzooError(f"scale_fn must be 'tanh' or 'sigmoid', got {scale_fn!r}.")
         if mask == "checkerboard" and height * width < 2:
@@ -223,6 +229,9 @@ class AffineCoupling(FlowLayer):
         if mask == "checkerboard":
             self.register_buffer("mask", checkerboard(height, width, self.parity))
             cond, out = channels + 1, channels  # the mask itself is an input channel
+        elif mask == "squeezed-checkerboard":
+            cond, out = 2 * channels, 2 * channels
+            kernel_size = 1 if height == 2 and width == 2 else 3
         else:
             first = channels // 2
             self.sizes = (first, channels - first)
@@ -236,11 +245,23 @@ class AffineCoupling(FlowLayer):
         return F.logsigmoid(raw + 2.0)
 
     def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mask_type == "squeezed-checkerboard":
+            # squeeze puts pixel (2a + di, 2b + dj) at position 2 di + dj: 0, 3 have i + j even
+            B, C, H, W = x.shape
+            q = squeeze(x).view(B, C, 4, H // 2, W // 2)
+            keep, change = ([0, 3], [1, 2]) if self.parity == 0 else ([1, 2], [0, 3])
+            return q[:, :, keep].reshape(B, 2 * C, H // 2, W // 2), q[:, :, change].reshape(B, 2 * C, H // 2, W // 2)
         if self.parity == 0:
             return x[:, : self.sizes[0]], x[:, self.sizes[0]:]
         return x[:, self.sizes[0]:], x[:, : self.sizes[0]]
 
     def _join(self, x_id: Tensor, x_tr: Tensor) -> Tensor:
+        if self.mask_type == "squeezed-checkerboard":
+            B, C2, h, w = x_id.shape
+            pair = (x_id, x_tr) if self.parity == 0 else (x_tr, x_id)  # positions (0, 3) and (1, 2)
+            a, b = (v.view(B, C2 // 2, 2, h, w) for v in pair)
+            q = torch.stack([a[:, :, 0], b[:, :, 0], b[:, :, 1], a[:, :, 1]], dim=2)  # (B, C, 4, h, w)
+            return unsqueeze(q.view(B, 2 * C2, h, w))
         return torch.cat([x_id, x_tr] if self.parity == 0 else [x_tr, x_id], dim=1)
 
     def _shift_log_scale(self, x_id: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,9 @@ checkerboard couplings (channel couplings where the image is a single pixel, as 
 The logit transform u = logit(alpha + (1 - 2 alpha) v) of section 4.1 enters the likelihood
 through its Jacobian. Unlike the paper, no batch normalisation: the coupling networks are small
 residual convolution stacks whose last layer starts at zero (each coupling starts as the identity),
-and the log-scale is bounded (scale_c * tanh). Conventions (spaces, log_det = log abs det(dz/du),
+and the log-scale is bounded (scale_c * tanh). With checkerboard="squeezed" a checkerboard
+coupling's network sees only the pixels it keeps, squeezed to half resolution, instead of the masked
+full image (a different, cheaper network; the default stays "masked"). Conventions (spaces, log_det = log abs det(dz/du),
 the layout of z, the dequantized lower bound) are in genzoo.models.flows.common.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ class RealNVPConfig:
     couplings_per_scale: int = 3   # before the squeeze (checkerboard) and again after it (channel)
     final_couplings: int = 0       # 0: 4 on images, 8 on single-pixel (2-D toy) data
     scale_fn: str = "tanh"         # bounded log-scale: "tanh" (learned scale * tanh) or "sigmoid"
+    checkerboard: str = "masked"   # "masked" (full-resolution net) or "squeezed" (net on the kept half; even sizes)
     preprocess: str = "logit"      # "logit" or "centered" (v - 1/2)
     alpha: float = 0.05
 
@@ -42,6 +45,8 @@ class RealNVPConfig:
             check_positive(getattr(self, name), name, allow_zero=True)
         if self.scale_fn not in ("tanh", "sigmoid"):
             raise GenzooError(f"scale_fn must be 'tanh' or 'sigmoid', got {self.scale_fn!r}.")
+        if self.checkerboard not in ("masked", "squeezed"):
+            raise GenzooError(f"checkerboard must be 'masked' or 'squeezed', got {self.checkerboard!r}.")
         check_preprocess(self.preprocess, self.alpha)
 
 
@@ -61,6 +66,8 @@ class RealNVP(FlowModel):
             raise GenzooError(f"num_scales={scales} needs {scales - 1} squeezes, but a {H}x{W} image allows {halvings}.")
 
         def coupling(mask: str, parity: int) -> AffineCoupling:
+            if mask == "checkerboard" and config.checkerboard == "squeezed" and H % 2 == 0 and W % 2 == 0:
+                mask = "squeezed-checkerboard"
             return AffineCoupling(C, H, W, mask, parity, config.hidden_channels, config.num_blocks, config.scale_fn)
 
         for _ in range(scales - 1):
