@@ -20,18 +20,16 @@ from ...data.spec import DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, check_positive
-from .ddpm import check_unet_fields
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 from .ode import change_of_variables
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 
 
 @dataclass(frozen=True)
-class UNetConfig:
-    """The U-Net of every continuous-time model (nn/unet.py), and how its ODE likelihood is solved:
-    exact divergence up to exact_divergence_max_dims dimensions; validation by RK4 with
-    validation_steps steps; log_likelihood by RK45 with ode_rtol and ode_atol."""
+class UNetFields:
+    """The U-Net of every diffusion-family model (nn/unet.py): base width, width multipliers per
+    resolution, residual blocks per resolution, the resolutions with attention, heads, dropout."""
 
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2)
@@ -39,16 +37,35 @@ class UNetConfig:
     attention_resolutions: tuple[int, ...] = (4,)
     num_heads: int = 1
     dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("base_channels", "num_res_blocks", "num_heads"):
+            check_positive(getattr(self, name), name)
+        if not self.channel_mults or any(m < 1 for m in self.channel_mults):
+            raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults!r}.")
+        if any(r < 1 for r in self.attention_resolutions):
+            raise GenzooError(f"attention_resolutions must hold positive integers, got {self.attention_resolutions!r}.")
+        if self.base_channels % self.num_heads:
+            raise GenzooError(f"base_channels ({self.base_channels}) must be divisible by num_heads ({self.num_heads}).")
+        check_range(self.dropout, "dropout", 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class UNetConfig(UNetFields):
+    """The U-Net of every continuous-time model (UNetFields, as DDPM's), and how its ODE
+    likelihood is solved: exact divergence up to exact_divergence_max_dims dimensions; validation by
+    RK4 with validation_steps steps; log_likelihood by RK45 with ode_rtol and ode_atol."""
+
     exact_divergence_max_dims: int = 16
     validation_steps: int = 10
     ode_rtol: float = 1e-5
     ode_atol: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("base_channels", "num_res_blocks", "num_heads", "validation_steps", "ode_rtol", "ode_atol"):
+        super().__post_init__()
+        for name in ("validation_steps", "ode_rtol", "ode_atol"):
             check_positive(getattr(self, name), name)
         check_positive(self.exact_divergence_max_dims, "exact_divergence_max_dims", allow_zero=True)
-        check_unet_fields(self)
 
 
 def build_unet(spec: DataSpec, config: UNetConfig, num_classes: int = 0) -> UNet:

@@ -42,6 +42,7 @@ from ...functional import widen
 from ...nn.unet import UNet
 from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_positive, check_range
 from . import samplers
+from .continuous import UNetFields
 
 # isort: off
 from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_likelihood, gather, make_betas,
@@ -161,19 +162,8 @@ class GaussianDiffusion(nn.Module):
         return torch.where(t == 0, nll, kl), pred
 
 
-def check_unet_fields(config: Any) -> None:
-    """One sentence for a bad U-Net field of a diffusion config (channel_mults, attention, heads, dropout)."""
-    if not config.channel_mults or any(m < 1 for m in config.channel_mults):
-        raise GenzooError(f"channel_mults must be a non-empty tuple of positive integers, got {config.channel_mults!r}.")
-    if any(r < 1 for r in config.attention_resolutions):
-        raise GenzooError(f"attention_resolutions must hold positive integers, got {config.attention_resolutions!r}.")
-    if config.base_channels % config.num_heads:
-        raise GenzooError(f"base_channels ({config.base_channels}) must be divisible by num_heads ({config.num_heads}).")
-    check_range(config.dropout, "dropout", 0.0, 0.99)
-
-
 @dataclass(frozen=True)
-class DDPMConfig:
+class DDPMConfig(UNetFields):
     """Schedule, reverse variance, objective and U-Net size.
 
     prediction: "eps" (Ho et al.) or "levels" (x_0 as the mean of a categorical over the K levels, see the
@@ -190,16 +180,11 @@ class DDPMConfig:
     variance: str = "fixed_small"
     objective: str = "simple"
     vlb_weight: float = 0.001
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (4,)
-    num_heads: int = 1
-    dropout: float = 0.1
     validation_terms: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("timesteps", "base_channels", "num_res_blocks", "num_heads", "validation_terms"):
+        super().__post_init__()
+        for name in ("timesteps", "validation_terms"):
             check_positive(getattr(self, name), name)
         if self.timesteps < 2:
             raise GenzooError(f"timesteps must be at least 2, got {self.timesteps}.")
@@ -216,7 +201,6 @@ class DDPMConfig:
         if self.objective != "simple" and self.variance != "learned":
             raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
-        check_unet_fields(self)
 
 
 class DDPM(LikelihoodModel):
