@@ -95,9 +95,10 @@ def train_classifier(train: Dataset, test: Dataset, progress: bool = False) -> t
     if train.labels is None:
         raise GenzooError(f"dataset {train.name!r} has no labels, so genzoo cannot train the classifier whose "
                           f"features the sample-quality metrics use.")
-    torch.manual_seed(rc["seed"])
     classes = int(train.labels.max()) + 1
-    net = FeatureNet(train.spec, classes)
+    with torch.random.fork_rng(devices=[]):  # its own seed, leaving the caller's random state as it was
+        torch.manual_seed(rc["seed"])
+        net = FeatureNet(train.spec, classes)
     opt = torch.optim.Adam(net.parameters(), lr=rc["lr"])
     g = torch.Generator().manual_seed(rc["seed"])
     t0 = time.time()
