@@ -2,7 +2,8 @@
 steps on the device in fp32 and in bf16 (autocast), samples, and is evaluated; results must be
 finite, and the bf16 bits/dim of the fp32-trained weights must lie within 0.01 of fp32's. Then one
 training step of genzoo's U-Net (ddpm) is timed against diffusers' UNet2DModel of about the same
-size, when diffusers is importable (benchmarks/speed.py pairs them).
+size, when diffusers is importable, and the steps of pixelcnn, ddpm and glow in channels_last and
+under torch.compile against the plain step (benchmarks/speed.py's pairs and options).
 
     python3 benchmarks/gpu_check.py                      # CUDA (fails in one line without it)
     python3 benchmarks/gpu_check.py --device cpu --steps 4 --models pixelcnn,vae   # a dry run
@@ -78,21 +79,27 @@ def check_model(name: str, data: dict[str, Any], device: str, steps: int, sample
     return out
 
 
-def unet_race(device: str) -> dict[str, Any]:
-    """Median seconds per training step, genzoo's ddpm U-Net against diffusers', and their ratio."""
+def speed_on(device: str) -> dict[str, Any]:
+    """On the device: genzoo's U-Net (ddpm) against diffusers' UNet2DModel of about the same size (each
+    with its own optimizer, then forward and backward alone), and the step options (channels_last,
+    torch.compile) against the plain step, as benchmarks/speed.py measures them on a CPU."""
+    import speed
+    data = genzoo.data.load("digits")
+    x = data.x[:64].to(device)
+    out: dict[str, Any] = {}
     try:
-        import speed
-        spec = genzoo.data.load("digits").spec
-        ours, our_loss = speed.genzoo_model("ddpm", genzoo.data.load("digits"))
-        theirs, their_loss = speed.diffusers_unet(speed.num_params(ours), spec)
+        ours, our_loss = speed.genzoo_model("ddpm", data)
+        theirs, their_loss = speed.diffusers_unet(ours, data.spec)
+        out["unet_vs_diffusers"] = speed.versus(ours.to(device), our_loss, theirs.to(device), their_loss, x,
+                                                rounds=7, per_round=10)
     except Exception as e:  # diffusers missing or incompatible: say so, do not fail the check
-        return {"skipped": f"{type(e).__name__}: {e}"}
-    x = genzoo.data.load("digits").x[:64].to(device)
-    ours, theirs = ours.to(device), theirs.to(device)
-    medians = speed.race({"genzoo": speed.trainer(ours, our_loss, x), "diffusers": speed.trainer(theirs, their_loss, x)},
-                         rounds=7, per_round=10)
-    return {**medians, "ratio": medians["genzoo"] / medians["diffusers"],
-            "parameters": {"genzoo": speed.num_params(ours), "diffusers": speed.num_params(theirs)}}
+        out["unet_vs_diffusers"] = {"skipped": f"{type(e).__name__}: {e}"}
+    for name in ("pixelcnn", "ddpm", "glow"):
+        try:
+            out[f"{name}_step_options"] = speed.step_options(name, data, x, rounds=7, per_round=10, device=device)
+        except Exception as e:
+            out[f"{name}_step_options"] = {"error": f"{type(e).__name__}: {e}"}
+    return out
 
 
 def main() -> None:
@@ -114,7 +121,7 @@ def main() -> None:
         except Exception as e:  # one model's failure is a finding, not the end of the check
             results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-800:]}
     emit({"benchmark": "gpu-check", "device": args.device, "steps": args.steps, "models": results,
-          "all_ok": all(r.get("ok") for r in results.values()), "unet_vs_diffusers": unet_race(args.device),
+          "all_ok": all(r.get("ok") for r in results.values()), "speed": speed_on(args.device),
           "machine": machine()})
 
 

@@ -1,23 +1,32 @@
-"""Training-step speed on one thread: genzoo against peer libraries at equal parameter counts, and
-model FLOP utilisation (MFU) against the measured fp32 matrix-multiply peak (fastest of repeated
-1024- and 2048-square products). Prints one JSON object.
+"""Training-step speed on one thread: genzoo against peer libraries at equal parameter counts, model
+FLOP utilisation (MFU) against the measured fp32 matrix-multiply peak (fastest of repeated 1024- and
+2048-square products), the step options (channels_last, torch.compile) against the plain step, and
+data parallelism on 2 gloo processes against 1 process. Prints one JSON object.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                       # genzoo only: peers skipped
     OMP_NUM_THREADS=1 /tmp/peers-venv/bin/python benchmarks/speed.py   # with diffusers and normflows
 
-Pairs: genzoo's ddpm U-Net against diffusers' UNet2DModel (eps-prediction loss), genzoo's Glow against
-normflows' multiscale Glow (Kingma & Dhariwal 2018), each peer sized to genzoo's parameter count. A
-peer that is not importable is skipped with the reason. Every contender trains on the digits
-(1x8x8) with AdamW; rounds alternate between the two of a pair and each reports the median seconds
-per step; `ratio` is genzoo's median over the peer's (below 1: genzoo is faster). "realnvp-squeezed"
-is RealNVP with checkerboard="squeezed".
+Pairs, each peer sized to genzoo's parameter count and built as its documentation builds it:
+genzoo's ddpm U-Net against diffusers' UNet2DModel (eps-prediction loss, the same widths, levels,
+attention and dropout), genzoo's Glow against normflows' multiscale Glow (its README's construction),
+genzoo's RealNVP against a normflows RealNVP of the same layout (checkerboard couplings, squeeze,
+channel couplings, factor-out; normflows' checkerboard coupling runs its network on the kept half).
+Each library trains with its own optimizer as its users get it: genzoo's (torch's fused AdamW), and
+for the peers `torch.optim.AdamW(parameters)`, torch's default (a per-tensor loop on a CPU).
+`model_ratio` times forward and backward alone, without the optimizer. Rounds alternate between
+the two of a pair and each reports the median seconds per step; `speedup` is the peer's median over
+genzoo's (above 1: genzoo is faster). "realnvp-squeezed" is RealNVP with checkerboard="squeezed".
 MFU = (FLOPs of one step, forward and backward, by torch.utils.flop_counter) / step time / peak.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -50,15 +59,26 @@ def num_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def trainer(module: torch.nn.Module, loss_fn: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[], None]:
-    """One AdamW step on batch `x` (genzoo's optimizer settings for everyone)."""
-    opt = make_optimizer([p for p in module.parameters() if p.requires_grad], TrainConfig())
+def trainer(module: torch.nn.Module, loss_fn: Callable[[Tensor], Tensor], x: Tensor,
+            opt: torch.optim.Optimizer | None) -> Callable[[], None]:
+    """One step on batch `x`: forward, backward and, with `opt`, the optimizer's update."""
+    params = [p for p in module.parameters() if p.requires_grad]
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         loss_fn(x).backward()
-        opt.step()
+        if opt is not None:
+            opt.step()
     return step
+
+
+def genzoo_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
+    return make_optimizer([p for p in module.parameters() if p.requires_grad], TrainConfig())
+
+
+def peer_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
 
 
 def step_flops(step: Callable[[], None]) -> int:
@@ -68,15 +88,19 @@ def step_flops(step: Callable[[], None]) -> int:
 
 
 def race(steps: dict[str, Callable[[], None]], rounds: int, per_round: int) -> dict[str, float]:
-    """Median seconds per step of each contender, the rounds alternating between them."""
+    """Median seconds per step of each contender, the rounds alternating between them (on CUDA, each
+    round's clock stops when the device has finished)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            sync()
             t = time.perf_counter()
             for _ in range(per_round):
                 step()
+            sync()
             times[name].append((time.perf_counter() - t) / per_round)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -89,31 +113,45 @@ def genzoo_model(name: str, data: Any, **config: Any) -> tuple[torch.nn.Module, 
     return model, lambda x: model.loss(x)
 
 
-def diffusers_unet(target: int, spec: Any) -> tuple[torch.nn.Module, Callable[[Tensor], Tensor]]:
-    """UNet2DModel with two levels (attention on the lower), widths scaled to `target` parameters."""
+def closest(build: Callable[[int], torch.nn.Module], target: int) -> int:
+    """The width (a multiple of 8 up to 256) whose model has the parameter count closest to `target`."""
+    return min(range(8, 257, 8), key=lambda w: abs(num_params(build(w)) - target))
+
+
+def diffusers_unet(model: Any, spec: Any) -> tuple[torch.nn.Module, Callable[[Tensor], Tensor]]:
+    """UNet2DModel with genzoo's levels (two, attention on the lower) and dropout, widths scaled to its parameters."""
     from diffusers import UNet2DModel
 
     def build(width: int) -> torch.nn.Module:
         return UNet2DModel(sample_size=spec.height, in_channels=spec.channels, out_channels=spec.channels,
                            layers_per_block=1, block_out_channels=(width, 2 * width), norm_num_groups=8,
                            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                           up_block_types=("AttnUpBlock2D", "UpBlock2D"))
-    width = min(range(8, 257, 8), key=lambda w: abs(num_params(build(w)) - target))
+                           up_block_types=("AttnUpBlock2D", "UpBlock2D"), dropout=model.config.dropout)
+    width = closest(build, num_params(model))
     torch.manual_seed(0)
     unet = build(width)
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
 
     def loss(x: Tensor) -> Tensor:
         x0 = x.float() / (spec.levels - 1) * 2 - 1
-        t = torch.randint(0, 1000, (len(x),))
+        t = torch.randint(0, 1000, (len(x),), device=x.device)
         eps = torch.randn_like(x0)
-        abar = alpha_bar[t].view(-1, 1, 1, 1)
+        abar = alpha_bar.to(x.device)[t].view(-1, 1, 1, 1)
         return (unet(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, t).sample - eps).pow(2).mean()
     return unet, loss
 
 
-def normflows_glow(target: int, spec: Any, levels: int = 2, steps: int = 8) -> tuple[torch.nn.Module, Callable]:
-    """normflows' multiscale Glow (its README's construction), hidden width scaled to `target` parameters."""
+def _normflows_loss(flow: torch.nn.Module, spec: Any) -> Callable[[Tensor], Tensor]:
+    def loss(x: Tensor) -> Tensor:
+        v = (x.float() + torch.rand_like(x, dtype=torch.float32)) / spec.levels
+        return flow.forward_kld(v)
+    with torch.no_grad():  # actnorm's data-dependent initialisation
+        loss(torch.randint(0, spec.levels, (64, *spec.shape)))
+    return loss
+
+
+def normflows_glow(model: Any, spec: Any, levels: int = 2, steps: int = 8) -> tuple[torch.nn.Module, Callable]:
+    """normflows' multiscale Glow (its README's construction), hidden width scaled to genzoo's parameters."""
     import normflows as nf
 
     C, H, W = spec.channels, spec.height, spec.width
@@ -130,16 +168,104 @@ def normflows_glow(target: int, spec: Any, levels: int = 2, steps: int = 8) -> t
                 shape = (C * 2 ** (levels + 1), H // 2 ** levels, W // 2 ** levels)
             q0.append(nf.distributions.GlowBase(shape))
         return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
-    hidden = min(range(8, 257, 8), key=lambda h: abs(num_params(build(h)) - target))
+    hidden = closest(build, num_params(model))
     torch.manual_seed(0)
     flow = build(hidden)
+    return flow, _normflows_loss(flow, spec)
 
-    def loss(x: Tensor) -> Tensor:
-        v = (x.float() + torch.rand_like(x, dtype=torch.float32)) / spec.levels
-        return flow.forward_kld(v)
-    with torch.no_grad():  # actnorm's data-dependent initialisation
-        flow.forward_kld((torch.randint(0, spec.levels, (64, C, H, W)).float() + 0.5) / spec.levels)
-    return flow, loss
+
+def normflows_realnvp(model: Any, spec: Any) -> tuple[torch.nn.Module, Callable]:
+    """genzoo's RealNVP layout in normflows: per scale 3 checkerboard couplings, squeeze, 3 channel
+    couplings, factor out half; 4 checkerboard couplings at the top; s, t nets conv 3-1-3, exp scale."""
+    import normflows as nf
+
+    C, H, W = spec.channels, spec.height, spec.width
+    scales = 3
+
+    def coupling(c_in: int, c_out: int, hidden: int, mode: str) -> Any:
+        net = nf.nets.ConvNet2d([c_in, hidden, hidden, 2 * c_out], [3, 1, 3], init_zeros=True)
+        return nf.flows.AffineCouplingBlock(net, scale=True, scale_map="exp", split_mode=mode)
+
+    def build(hidden: int) -> torch.nn.Module:
+        q0, merges, flows = [], [], []
+        c, h, w = C * 2 ** (2 * (scales - 1)) // 2 ** (scales - 1), H // 2 ** (scales - 1), W // 2 ** (scales - 1)
+        flows.append([coupling(c, c, hidden, "checkerboard" + ("_inv" if k % 2 else "")) for k in range(4)])
+        q0.append(nf.distributions.DiagGaussian((c, h, w), trainable=False))
+        for _ in range(scales - 1):  # from the top down to the data
+            level = [coupling(c, c, hidden, "channel" + ("_inv" if k % 2 else "")) for k in range(3)]  # on 2c channels
+            level.append(nf.flows.Squeeze())
+            level += [coupling(c // 2, c // 2, hidden, "checkerboard" + ("_inv" if k % 2 else "")) for k in range(3)]
+            flows.append(level)
+            merges.append(nf.flows.Merge())
+            q0.append(nf.distributions.DiagGaussian((c, h, w), trainable=False))
+            c, h, w = c // 2, 2 * h, 2 * w
+        return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+    hidden = closest(build, num_params(model))
+    torch.manual_seed(0)
+    flow = build(hidden)
+    return flow, _normflows_loss(flow, spec)
+
+
+def ddp_images_per_second(steps: int, rounds: int) -> dict[str, Any]:
+    """`genzoo train pixelcnn` on the digits by 1 process and by torchrun with 2 gloo processes (the
+    same global batch of 64), alternating; images/s between step 50 and the last step (before the
+    final validation), from the run's metrics."""
+    def run(procs: int, out: Path) -> float:
+        launcher = [] if procs == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={procs}",
+                                          "--master_addr=127.0.0.1", f"--master_port={29500 + os.getpid() % 1000}"]
+        cmd = [sys.executable, *launcher, "-m", "genzoo", "train", "pixelcnn", "--steps", str(steps),
+               "--eval-every", str(steps), "--sample-every", "0", "--no-progress", "--out", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genzoo.__file__).parents[1])}
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        first = next(r for r in rows if r.get("step") == 50)
+        last = next(r for r in rows if r.get("step") == steps)
+        return 64 * (steps - 50) / (last["seconds"] - first["seconds"])
+
+    ips: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for procs in ips:
+                ips[procs].append(run(procs, Path(tmp) / f"{procs}-{r}"))
+    one, two = statistics.median(ips[1]), statistics.median(ips[2])
+    return {"model": "pixelcnn", "global_batch": 64, "steps": steps, "rounds": rounds, "images_per_second_1": one,
+            "images_per_second_2": two, "speedup": two / one, "cores": os.cpu_count()}
+
+
+def step_options(name: str, data: Any, x: Tensor, rounds: int, per_round: int, device: str = "cpu") -> dict[str, float]:
+    """The plain step against the same model in channels_last and under torch.compile."""
+    steps, compile_seconds = {}, 0.0
+    for option in ("plain", "channels_last", "compile"):
+        model, _ = genzoo_model(name, data)
+        model.to(device)
+        loss = model.loss
+        if option == "channels_last":
+            model.to(memory_format=torch.channels_last)
+        if option == "compile":
+            loss = torch.compile(model.loss)
+        steps[option] = trainer(model, loss, x, genzoo_optimizer(model))
+        if option == "compile":
+            t = time.perf_counter()
+            steps[option]()
+            compile_seconds = time.perf_counter() - t
+    medians = race(steps, rounds, per_round)
+    return {"plain_seconds_per_step": medians["plain"], "compile_seconds": compile_seconds,
+            **{f"{k}_speedup": medians["plain"] / medians[k] for k in ("channels_last", "compile")}}
+
+
+def versus(model: Any, loss: Callable, peer: Any, peer_loss: Callable, x: Tensor, rounds: int, per_round: int) -> dict:
+    """Each with its own optimizer, then forward and backward alone."""
+    full = race({"genzoo": trainer(model, loss, x, genzoo_optimizer(model)),
+                 "peer": trainer(peer, peer_loss, x, peer_optimizer(peer))}, rounds, per_round)
+    bare = race({"genzoo": trainer(model, loss, x, None), "peer": trainer(peer, peer_loss, x, None)}, rounds, per_round)
+    return {"params": num_params(model), "peer_params": num_params(peer), "genzoo_seconds_per_step": full["genzoo"],
+            "peer_seconds_per_step": full["peer"], "speedup": full["peer"] / full["genzoo"],
+            "model_ratio": bare["peer"] / bare["genzoo"]}
+
+
+PEERS = {"ddpm": ("diffusers UNet2DModel", diffusers_unet), "glow": ("normflows MultiscaleFlow Glow", normflows_glow),
+         "realnvp": ("normflows MultiscaleFlow RealNVP", normflows_realnvp),
+         "realnvp-squeezed": ("normflows MultiscaleFlow RealNVP", normflows_realnvp)}
 
 
 def main() -> None:
@@ -147,39 +273,42 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--per-round", type=int, default=4)
+    p.add_argument("--skip", default="", help="parts to leave out: mfu, versus, options, ddp (comma-separated)")
+    p.add_argument("--ddp-steps", type=int, default=250)
     args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(1)
     data = genzoo.data.load("digits", split="train")
     x = data.x[torch.randperm(len(data.x), generator=torch.Generator().manual_seed(0))[: args.batch_size]]
     peak = gemm_peak()
     log(f"fp32 GEMM peak, one thread: {peak / 1e9:.1f} GFLOP/s")
-    result: dict[str, Any] = {"machine": machine(), "batch_size": args.batch_size, "rounds": args.rounds,
-                              "steps_per_round": args.per_round, "gemm_peak_gflops": peak / 1e9,
-                              "mfu": {}, "versus": {}}
-    genzoo_steps = {}
+    result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__, "batch_size": args.batch_size,
+                              "rounds": args.rounds, "steps_per_round": args.per_round,
+                              "gemm_peak_gflops": peak / 1e9, "mfu": {}, "versus": {}, "options": {}}
     variants = {"pixelcnn": {}, "ddpm": {}, "glow": {}, "realnvp": {}, "realnvp-squeezed": {"checkerboard": "squeezed"}}
-    for name, config in variants.items():
-        model, loss = genzoo_model(name.split("-")[0], data, **config)
-        genzoo_steps[name] = (model, trainer(model, loss, x))
-        flops = step_flops(genzoo_steps[name][1])
-        seconds = race({name: genzoo_steps[name][1]}, args.rounds, args.per_round)[name]
-        result["mfu"][name] = {"params": num_params(model), "gflop_per_step": flops / 1e9, "seconds_per_step": seconds,
-                               "mfu": flops / seconds / peak}
+    models = {name: genzoo_model(name.split("-")[0], data, **config) for name, config in variants.items()}
+    for name, (model, loss) in models.items() if "mfu" not in skip else ():
+        step = trainer(model, loss, x, genzoo_optimizer(model))
+        flops = step_flops(step)
+        seconds = race({name: step}, args.rounds, args.per_round)[name]
+        result["mfu"][name] = {"params": num_params(model), "gflop_per_step": flops / 1e9,
+                               "seconds_per_step": seconds, "mfu": flops / seconds / peak}
         log(name, result["mfu"][name])
-    peers = {"ddpm": ("diffusers UNet2DModel", diffusers_unet), "glow": ("normflows MultiscaleFlow", normflows_glow)}
-    for name, (peer_name, build_peer) in peers.items():
-        model, step = genzoo_steps[name]
+    for name, (peer_name, build_peer) in PEERS.items() if "versus" not in skip else ():
         try:
-            peer, peer_loss = build_peer(num_params(model), data.spec)
+            peer, peer_loss = build_peer(models[name][0], data.spec)
         except ImportError as e:
             result["versus"][name] = {"peer": peer_name, "skipped": f"not importable: {e}"}
-            log(name, result["versus"][name])
-            continue
-        medians = race({"genzoo": step, "peer": trainer(peer, peer_loss, x)}, args.rounds, args.per_round)
-        result["versus"][name] = {"peer": peer_name, "params": num_params(model), "peer_params": num_params(peer),
-                                  "genzoo_seconds_per_step": medians["genzoo"], "peer_seconds_per_step": medians["peer"],
-                                  "ratio": medians["genzoo"] / medians["peer"]}
+        else:
+            result["versus"][name] = {"peer": peer_name, **versus(*models[name], peer, peer_loss, x, args.rounds,
+                                                                   args.per_round)}
         log(name, result["versus"][name])
+    for name in ("pixelcnn", "ddpm", "glow") if "options" not in skip else ():
+        result["options"][name] = step_options(name, data, x, args.rounds, args.per_round)
+        log(name, result["options"][name])
+    if "ddp" not in skip:
+        result["ddp"] = ddp_images_per_second(args.ddp_steps, rounds=3)
+        log("ddp", result["ddp"])
     emit(result)
 
 

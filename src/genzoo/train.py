@@ -47,7 +47,10 @@ class TrainConfig:
     grid_size is the number of images in each sample grid written during and after training.
     max_seconds > 0 ends each stage early, after a last validation, once the stage has run for
     max_seconds / (number of stages) wall-clock seconds (an equal-time budget); 0 means no limit.
-    precision is fp32, bf16, fp16 or auto (genzoo.precision).
+    precision is fp32, bf16, fp16 or auto (genzoo.precision). channels_last stores the convolution
+    weights (and so the activations) in NHWC order; compile runs the loss through torch.compile.
+    Both change how the step is computed, not what is saved: the weights are written in the
+    standard layout, and load without either.
     """
 
     steps: int = 2000
@@ -66,6 +69,8 @@ class TrainConfig:
     val_batch_size: int = 256
     max_seconds: float = 0.0
     precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
@@ -156,7 +161,7 @@ class _Loop:
     progress: bool
     stop_after: int | None
     data_gen: torch.Generator
-    net: nn.Module | None = None  # the loss in DistributedDataParallel, under data parallelism
+    net: Any = None  # the loss: in DistributedDataParallel under data parallelism, compiled with `compile`
     best_value: float = math.inf
     best_step: int = -1
     images: int = 0
@@ -189,7 +194,7 @@ class _Loop:
         batch = self.batch()
         try:
             with self.amp.autocast():
-                loss = self.net(**batch) if self.net is not None else self.model.loss(**batch)
+                loss = self.net(**batch)
         except GenzooError as e:
             raise GenzooError(f"training stopped at step {global_step + 1}: {e}") from e
         loss_value = distributed.mean(loss)  # every rank takes the same decision
@@ -214,7 +219,9 @@ class _Loop:
         cfg, model, run = self.cfg, self.model, self.run
         stage = model.stages[stage_index]
         model.begin_stage(stage, self.train_data)
-        self.net = distributed.wrap(model)
+        self.net = distributed.wrap(model) or model.loss
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         params = [p for p in model.stage_parameters(stage) if p.requires_grad]
         opt = make_optimizer(params, cfg)
         ema = copy.deepcopy(model)
@@ -343,6 +350,8 @@ def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None
             raise GenzooError(f"{str(run.path)!r} already holds a run; continue it with --resume or choose another --out.")
         run.reset()  # what a run killed before its first saved state left behind
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.seed + distributed.rank_and_world()[0])
     versions = {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     loop = _Loop(model, cfg, run, device, train_data,

@@ -51,6 +51,7 @@ class DataSpec:
             raise GenzooError(f"a data spec needs exactly channels, height, width and levels, got {d!r}.")
         return cls(d["channels"], d["height"], d["width"], d["levels"])
 
+    @torch.compiler.disable  # data-dependent checks: run eagerly, outside a compiled graph
     def check(self, x: Any, what: str = "x") -> Tensor:
         """`x` as int64 levels (B, C, H, W) of this spec, B >= 1, or one GenzooError sentence.
 
