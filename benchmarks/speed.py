@@ -17,6 +17,9 @@ for the peers `torch.optim.AdamW(parameters)`, torch's default (a per-tensor loo
 the two of a pair and each reports the median seconds per step; `speedup` is the peer's median over
 genzoo's (above 1: genzoo is faster). "realnvp-squeezed" is RealNVP with checkerboard="squeezed".
 MFU = (FLOPs of one step, forward and backward, by torch.utils.flop_counter) / step time / peak.
+`kernel_mfu` divides the same FLOPs by the time spent inside the kernels that do them (convolutions,
+matrix products, attention; torch.profiler), the MFU the step would reach if everything else took no
+time; `kernel_share` is that time's share of the step.
 """
 from __future__ import annotations
 
@@ -85,6 +88,24 @@ def step_flops(step: Callable[[], None]) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
+
+
+GEMM_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm", "scaled_dot_product")
+
+
+def kernel_seconds(step: Callable[[], None], repeat: int = 5) -> tuple[float, float]:
+    """(seconds per step inside the FLOP-counted kernels: convolutions, matrix products, attention;
+    seconds per step in all), by torch.profiler over `repeat` steps (one thread: self times add up)."""
+    from torch.profiler import profile
+    step()
+    with profile() as prof:
+        t = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        total = time.perf_counter() - t
+    inside = sum(e.self_cpu_time_total for e in prof.key_averages()
+                 if any(op in e.key.removeprefix("aten::").lstrip("_").split("_backward")[0] for op in GEMM_OPS))
+    return inside / 1e6 / repeat, total / repeat
 
 
 def race(steps: dict[str, Callable[[], None]], rounds: int, per_round: int) -> dict[str, float]:
@@ -291,8 +312,10 @@ def main() -> None:
         step = trainer(model, loss, x, genzoo_optimizer(model))
         flops = step_flops(step)
         seconds = race({name: step}, args.rounds, args.per_round)[name]
+        inside, profiled = kernel_seconds(step)
         result["mfu"][name] = {"params": num_params(model), "gflop_per_step": flops / 1e9,
-                               "seconds_per_step": seconds, "mfu": flops / seconds / peak}
+                               "seconds_per_step": seconds, "mfu": flops / seconds / peak,
+                               "kernel_share": inside / profiled, "kernel_mfu": flops / inside / peak}
         log(name, result["mfu"][name])
     for name, (peer_name, build_peer) in PEERS.items() if "versus" not in skip else ():
         try:
