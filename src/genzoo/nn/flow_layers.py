@@ -43,6 +43,7 @@ class ActNorm(FlowLayer):
     Data-dependent initialisation (Kingma & Dhariwal 2018, section 3.1): on the first batch it
     sees in the forward direction, b and log_scale are set so that y has zero mean and unit
     variance per channel. The `initialized` buffer records it, so a saved model reloads as trained.
+    Under torch.compile the layer must already be initialised.
     """
 
     def __init__(self, channels: int) -> None:
@@ -62,7 +63,9 @@ class ActNorm(FlowLayer):
         self.initialized.fill_(1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if not bool(self.initialized):
+        # under torch.compile the test would break the graph at every actnorm: there the layer must
+        # already be initialised (FlowModel.prepare initialises every actnorm before training)
+        if not torch.compiler.is_compiling() and not bool(self.initialized):
             self.initialize(x.detach())
         y = (x + self.bias) * self.log_scale.exp()
         log_det = (x.shape[2] * x.shape[3]) * self.log_scale.sum()
