@@ -1,7 +1,8 @@
 """Training-step speed on one thread: genzoo against peer libraries at equal parameter counts, model
 FLOP utilisation (MFU) against the measured fp32 matrix-multiply peak (fastest of repeated 1024- and
-2048-square products), the step options (channels_last, torch.compile) against the plain step, and
-data parallelism on 2 gloo processes against 1 process. Prints one JSON object.
+2048-square products), the step options (channels_last, torch.compile) against the plain step, the
+1x1 convolutions as matrix products (genzoo.nn.pointwise) against torch's convolution, and data
+parallelism on 2 gloo processes against 1 process. Prints one JSON object.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                       # genzoo only: peers skipped
     OMP_NUM_THREADS=1 /tmp/peers-venv/bin/python benchmarks/speed.py   # with diffusers and normflows
@@ -40,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
-from common import emit, log, machine  # noqa: E402
+from common import MNIST_8K, emit, log, machine  # noqa: E402
 from genzoo.optim import make_optimizer  # noqa: E402
 from genzoo.train import TrainConfig  # noqa: E402
 
@@ -274,6 +275,29 @@ def step_options(name: str, data: Any, x: Tensor, rounds: int, per_round: int, d
             **{f"{k}_speedup": medians["plain"] / medians[k] for k in ("channels_last", "compile")}}
 
 
+def pointwise_speedup(name: str, data: Any, x: Tensor, rounds: int, per_round: int) -> float:
+    """A whole training step with genzoo.nn.pointwise.conv1x1 (1x1 convolutions as matrix products)
+    against the same step with torch's convolution in its place, alternating: the plain step's time
+    over the pointwise one's."""
+    import torch.nn.functional as F
+
+    from genzoo.nn import flow_layers, masked, pointwise
+    homes, fast = (pointwise, masked, flow_layers), pointwise.conv1x1
+
+    def use(fn: Callable) -> None:
+        for module in homes:
+            module.conv1x1 = fn
+
+    model, loss = genzoo_model(name, data)
+    step = trainer(model, loss, x, genzoo_optimizer(model))
+    try:
+        medians = race({"conv": lambda: (use(lambda x, w, b=None: F.conv2d(x, w, b)), step()),
+                        "pointwise": lambda: (use(fast), step())}, rounds, per_round)
+    finally:
+        use(fast)
+    return medians["conv"] / medians["pointwise"]
+
+
 def versus(model: Any, loss: Callable, peer: Any, peer_loss: Callable, x: Tensor, rounds: int, per_round: int) -> dict:
     """Each with its own optimizer, then forward and backward alone."""
     full = race({"genzoo": trainer(model, loss, x, genzoo_optimizer(model)),
@@ -294,16 +318,21 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--per-round", type=int, default=4)
-    p.add_argument("--skip", default="", help="parts to leave out: mfu, versus, options, ddp (comma-separated)")
+    p.add_argument("--skip", default="", help="parts to leave out: mfu, versus, options, pointwise, ddp (comma-separated)")
     p.add_argument("--ddp-steps", type=int, default=250)
+    p.add_argument("--data", default="digits", help="digits (default) or mnist (28x28; with --root, or the mnist-8k "
+                                                      "beside the repository)")
+    p.add_argument("--root", default=None)
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(1)
-    data = genzoo.data.load("digits", split="train")
+    data = genzoo.data.load(args.data, split="train",
+                            root=args.root or (str(MNIST_8K) if args.data == "mnist" else None))
     x = data.x[torch.randperm(len(data.x), generator=torch.Generator().manual_seed(0))[: args.batch_size]]
     peak = gemm_peak()
     log(f"fp32 GEMM peak, one thread: {peak / 1e9:.1f} GFLOP/s")
-    result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__, "batch_size": args.batch_size,
+    result: dict[str, Any] = {"machine": machine(), "torch": torch.__version__, "data": args.data,
+                              "image": list(data.spec.shape), "batch_size": args.batch_size,
                               "rounds": args.rounds, "steps_per_round": args.per_round,
                               "gemm_peak_gflops": peak / 1e9, "mfu": {}, "versus": {}, "options": {}}
     variants = {"pixelcnn": {}, "ddpm": {}, "glow": {}, "realnvp": {}, "realnvp-squeezed": {"checkerboard": "squeezed"}}
@@ -320,8 +349,8 @@ def main() -> None:
     for name, (peer_name, build_peer) in PEERS.items() if "versus" not in skip else ():
         try:
             peer, peer_loss = build_peer(models[name][0], data.spec)
-        except ImportError as e:
-            result["versus"][name] = {"peer": peer_name, "skipped": f"not importable: {e}"}
+        except Exception as e:  # not installed, or not buildable for this image size
+            result["versus"][name] = {"peer": peer_name, "skipped": f"{type(e).__name__}: {e}"}
         else:
             result["versus"][name] = {"peer": peer_name, **versus(*models[name], peer, peer_loss, x, args.rounds,
                                                                    args.per_round)}
@@ -329,6 +358,9 @@ def main() -> None:
     for name in ("pixelcnn", "ddpm", "glow") if "options" not in skip else ():
         result["options"][name] = step_options(name, data, x, args.rounds, args.per_round)
         log(name, result["options"][name])
+    for name in ("pixelcnn", "gated-pixelcnn", "glow", "realnvp") if "pointwise" not in skip else ():
+        result.setdefault("pointwise_speedup", {})[name] = pointwise_speedup(name, data, x, args.rounds, args.per_round)
+        log(name, "pointwise speedup", result["pointwise_speedup"][name])
     if "ddp" not in skip:
         result["ddp"] = ddp_images_per_second(args.ddp_steps, rounds=3)
         log("ddp", result["ddp"])

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GenzooError
+from .pointwise import Conv1x1, conv1x1, conv2d
 
 
 class FlowLayer(nn.Module):
@@ -92,13 +93,13 @@ class InvConv1x1(FlowLayer):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         C = x.shape[1]
-        y = F.conv2d(x, self.weight.view(C, C, 1, 1))
+        y = conv1x1(x, self.weight.view(C, C, 1, 1))
         log_det = (x.shape[2] * x.shape[3]) * torch.linalg.slogdet(self.weight).logabsdet
         return y, log_det.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
         C = y.shape[1]
-        return F.conv2d(y, torch.linalg.inv(self.weight).view(C, C, 1, 1))
+        return conv1x1(y, torch.linalg.inv(self.weight).view(C, C, 1, 1))
 
 
 class InvConv1x1LU(FlowLayer):
@@ -128,13 +129,13 @@ class InvConv1x1LU(FlowLayer):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         C = x.shape[1]
-        y = F.conv2d(x, self.weight.view(C, C, 1, 1))
+        y = conv1x1(x, self.weight.view(C, C, 1, 1))
         log_det = (x.shape[2] * x.shape[3]) * self.log_s.sum()
         return y, log_det.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
         C = y.shape[1]
-        return F.conv2d(y, torch.linalg.inv(self.weight).view(C, C, 1, 1))
+        return conv1x1(y, torch.linalg.inv(self.weight).view(C, C, 1, 1))
 
 
 def squeeze(x: Tensor) -> Tensor:
@@ -172,14 +173,14 @@ class CouplingNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, hidden: int, num_blocks: int, kernel_size: int) -> None:
         super().__init__()
         pad = kernel_size // 2
-        self.input = nn.Conv2d(in_channels, hidden, kernel_size, padding=pad)
+        self.input = conv2d(in_channels, hidden, kernel_size, padding=pad)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, kernel_size, padding=pad),
-                          nn.ReLU(), nn.Conv2d(hidden, hidden, 1))
+            nn.Sequential(nn.ReLU(), conv2d(hidden, hidden, kernel_size, padding=pad),
+                          nn.ReLU(), Conv1x1(hidden, hidden))
             for _ in range(num_blocks)
         )
-        self.mid = nn.Conv2d(hidden, hidden, 1)
-        self.output = nn.Conv2d(hidden, out_channels, kernel_size, padding=pad)
+        self.mid = Conv1x1(hidden, hidden)
+        self.output = conv2d(hidden, out_channels, kernel_size, padding=pad)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 

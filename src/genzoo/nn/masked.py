@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .pointwise import conv1x1
+
 
 def channel_groups(num_features: int, num_groups: int) -> Tensor:
     """Group of each feature: contiguous blocks, feature f -> floor(f * G / F)."""
@@ -61,6 +63,8 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         kh, kw = self.kernel_size
+        if kh == kw == 1:
+            return conv1x1(x, self.weight * self.mask, self.bias)
         if kh % 2 == 0:  # no centre row: the full kernel
             return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
         rows = kh // 2 + 1

@@ -1,0 +1,52 @@
+"""1x1 convolutions computed as matrix products on the CPU.
+
+A 1x1 convolution is a matrix product at every pixel: y[b, :, p] = W x[b, :, p] + bias. On one CPU
+thread torch's convolution kernel runs these at a fraction of its speed on 3x3 kernels (22 to 52
+GFLOP/s forward and backward on the digits models' shapes), while the same product as a batched
+matrix multiply runs 1.3 to 2.6x faster: `baddbmm` over the batch, or for 4 pixels or fewer one
+`linear` over every pixel. Same weights, same layout (NCHW), the same numbers up to float rounding
+(equal in float64). CUDA tensors and inputs in another memory layout keep torch's convolution.
+
+Used where it measured faster in a whole training step (one thread, digits, alternating rounds):
+PixelCNN's masked 1x1 convolutions (+8% a step), Gated PixelCNN's (+3%), the flows' 1x1 layers
+and invertible 1x1 convolutions (Glow +8 to 10%). Not in the U-Net or PixelCNN++, where the
+batch-summed weight gradient cancels the gain (within 1% either way).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.conv2d(x, weight, bias) for a (O, I, 1, 1) weight, stride 1, no padding."""
+    if x.device.type != "cpu" or x.ndim != 4 or not x.is_contiguous():
+        return F.conv2d(x, weight, bias)
+    B, I, H, W = x.shape
+    O = weight.shape[0]
+    w = weight.reshape(O, I)
+    if H * W <= 4:  # few pixels: one product over all of them
+        y = F.linear(x.view(B, I, H * W).transpose(1, 2), w, bias)
+        return y.transpose(1, 2).reshape(B, O, H, W)
+    wb = w.unsqueeze(0).expand(B, O, I)
+    xb = x.view(B, I, H * W)
+    y = torch.bmm(wb, xb) if bias is None else torch.baddbmm(bias.view(1, O, 1), wb, xb)
+    return y.view(B, O, H, W)
+
+
+class Conv1x1(nn.Conv2d):
+    """nn.Conv2d(in_channels, out_channels, 1) (the same parameters and initialisation) computed by `conv1x1`."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv1x1(x, self.weight, self.bias)
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> nn.Conv2d:
+    """nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding), as a Conv1x1 when it is one."""
+    if kernel_size == 1 and padding == 0:
+        return Conv1x1(in_channels, out_channels)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
