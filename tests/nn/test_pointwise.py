@@ -24,12 +24,17 @@ def test_conv1x1_equals_the_convolution_and_its_gradients_in_float64(shape, out,
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_channels_last_inputs_keep_the_convolution_and_its_layout():
-    x = torch.randn(2, 4, 3, 3).to(memory_format=torch.channels_last)
-    layer = Conv1x1(4, 5)
+def test_channels_last_inputs_give_the_convolution_in_channels_last_order():
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    layer = Conv1x1(4, 6).double()
     y = layer(x)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, F.conv2d(x, layer.weight, layer.bias))
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    y_ref = F.conv2d(x, layer.weight, layer.bias)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(y_ref)
+    params = [x, layer.weight, layer.bias]
+    for got, want in zip(torch.autograd.grad(y, params, grad_out), torch.autograd.grad(y_ref, params, grad_out)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_the_module_is_a_conv2d_with_the_same_parameters_and_initialisation():
