@@ -8,10 +8,11 @@ matrix multiply runs 1.3 to 2.6x faster: `baddbmm` over the batch, or for 4 pixe
 (equal in float64). Inputs in channels_last order (NHWC in memory) are one `linear` over all pixels,
 with the output in channels_last order too. CUDA tensors keep torch's convolution.
 
-Used where it measured faster in a whole training step (one thread, digits, alternating rounds):
-PixelCNN's masked 1x1 convolutions (+8% a step), Gated PixelCNN's (+3%), the flows' 1x1 layers
-and invertible 1x1 convolutions (Glow +8 to 10%). Not in the U-Net or PixelCNN++, where the
-batch-summed weight gradient cancels the gain (within 1% either way).
+Used where it measured faster in a whole training step (one thread, digits, alternating rounds;
+benchmarks/speed.py, `pointwise_speedup`): PixelCNN's masked 1x1 convolutions (+7 to 11% a step),
+Gated PixelCNN's (+1 to 3%), the flows' 1x1 layers and invertible 1x1 convolutions (Glow +8 to
+14%, RealNVP +1 to 2%). Not in the U-Net or PixelCNN++, where the batch-summed weight gradient
+cancels the gain (within 1.5% either way).
 """
 from __future__ import annotations
 
