@@ -236,7 +236,7 @@ def ddp_images_per_second(steps: int, rounds: int) -> dict[str, Any]:
         launcher = [] if procs == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={procs}",
                                           "--master_addr=127.0.0.1", f"--master_port={29500 + os.getpid() % 1000}"]
         cmd = [sys.executable, *launcher, "-m", "genzoo", "train", "pixelcnn", "--steps", str(steps),
-               "--eval-every", str(steps), "--sample-every", "0", "--no-progress", "--out", str(out)]
+               "--eval-every", str(steps), "--sample-every", "0", "--device", "cpu", "--no-progress", "--out", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(genzoo.__file__).parents[1])}
         subprocess.run(cmd, env=env, check=True, capture_output=True)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
