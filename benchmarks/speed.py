@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import MNIST_8K, emit, log, machine  # noqa: E402
+from genzoo.nn.pointwise import to_channels_last  # noqa: E402
 from genzoo.optim import make_optimizer  # noqa: E402
 from genzoo.train import TrainConfig  # noqa: E402
 
@@ -262,7 +263,7 @@ def step_options(name: str, data: Any, x: Tensor, rounds: int, per_round: int, d
         model.to(device)
         loss = model.loss
         if option == "channels_last":
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)  # as genzoo train --channels-last does
         if option == "compile":
             loss = torch.compile(model.loss)
         steps[option] = trainer(model, loss, x, genzoo_optimizer(model))
@@ -281,8 +282,8 @@ def pointwise_speedup(name: str, data: Any, x: Tensor, rounds: int, per_round: i
     over the pointwise one's."""
     import torch.nn.functional as F
 
-    from genzoo.nn import flow_layers, masked, pointwise
-    homes, fast = (pointwise, masked, flow_layers), pointwise.conv1x1
+    from genzoo.nn import causal, flow_layers, masked, pointwise
+    homes, fast = (pointwise, masked, flow_layers, causal), pointwise.conv1x1
 
     def use(fn: Callable) -> None:
         for module in homes:
@@ -358,7 +359,7 @@ def main() -> None:
     for name in ("pixelcnn", "ddpm", "glow") if "options" not in skip else ():
         result["options"][name] = step_options(name, data, x, args.rounds, args.per_round)
         log(name, result["options"][name])
-    for name in ("pixelcnn", "gated-pixelcnn", "glow", "realnvp") if "pointwise" not in skip else ():
+    for name in ("pixelcnn", "gated-pixelcnn", "pixelcnn++", "ddpm", "glow", "realnvp") if "pointwise" not in skip else ():
         result.setdefault("pointwise_speedup", {})[name] = pointwise_speedup(name, data, x, args.rounds, args.per_round)
         log(name, "pointwise speedup", result["pointwise_speedup"][name])
     if "ddp" not in skip:

@@ -9,6 +9,7 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
+from genzoo.nn.pointwise import to_channels_last
 from genzoo.train import TrainConfig, train
 from tiny import tiny, tiny_spec
 
@@ -34,13 +35,27 @@ def _random_model(name):
 def test_channels_last_gives_the_plain_loss_and_gradients_in_float64(name):
     model, x = _random_model(name)
     loss, grads = _loss_and_grads(model, x)
-    model.to(memory_format=torch.channels_last)
+    to_channels_last(model)
     assert any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
                for p in model.parameters()), "no weight is in channels_last order"
     loss_cl, grads_cl = _loss_and_grads(model, x)
     torch.testing.assert_close(loss_cl, loss, rtol=1e-12, atol=1e-12)
     for g_cl, g in zip(grads_cl, grads):
         torch.testing.assert_close(g_cl, g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated-pixelcnn", "pixelcnn++", "ddpm", "glow", "vqvae"])
+def test_under_channels_last_every_gradient_keeps_its_parameters_strides(name):
+    """DistributedDataParallel copies a gradient whose strides differ from its parameter's (and warns)."""
+    spec = DataSpec(*tiny_spec(name))
+    model = genzoo.create(name, spec, seed=0, **tiny(name))
+    to_channels_last(model)
+    assert any(not p.is_contiguous() for p in model.parameters()), "no kernel is in channels_last order"
+    x = torch.randint(0, spec.levels, (4, *spec.shape), generator=torch.Generator().manual_seed(1))
+    model.loss(x).backward()
+    for pname, p in model.named_parameters():
+        if p.grad is not None:
+            assert p.grad.stride() == p.stride(), f"{pname}: gradient strides {p.grad.stride()}, parameter {p.stride()}"
 
 
 # glow through dynamo and AOT autograd only: inductor's code generation for its 40 layers takes a

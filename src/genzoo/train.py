@@ -32,6 +32,7 @@ from .data.spec import Dataset
 from .errors import GenzooError, Interrupted
 from .evaluate import validate
 from .models.base import GenerativeModel
+from .nn.pointwise import to_channels_last
 from .optim import lr_at, make_optimizer, update_ema
 from .registry import check_seed
 from .rundir import STATE_DIR, RunDirectory, optimizer_from_flat, rng_state, set_rng_state
@@ -351,7 +352,7 @@ def _train(model: GenerativeModel, train_data: Dataset, val_data: Dataset | None
         run.reset()  # what a run killed before its first saved state left behind
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     torch.manual_seed(cfg.seed + distributed.rank_and_world()[0])
     versions = {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()}
     loop = _Loop(model, cfg, run, device, train_data,

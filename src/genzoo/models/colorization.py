@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from ..data.spec import Dataset, DataSpec
 from ..errors import GenzooError
 from ..functional import psnr
+from ..nn.pointwise import Conv1x1
 from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
 
 # -- sRGB (D65) <-> CIE Lab ----------------------------------------------------------------------
@@ -195,7 +196,7 @@ class Colorization(GenerativeModel):
         self.context = nn.Linear(2 * ch, 2 * ch)        # image-wide context, added everywhere
         self.up = nn.Conv2d(2 * ch, ch, 3, padding=1)
         self.merge = nn.Sequential(*[Block(ch) for _ in range(config.num_blocks)])
-        self.out = nn.Conv2d(ch, Q, 1)
+        self.out = Conv1x1(ch, Q)
 
     @property
     def num_bins(self) -> int:

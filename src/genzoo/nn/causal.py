@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .pointwise import conv1x1
+
 
 def down_shift(x: Tensor) -> Tensor:
     """Move every row down by one, a zero row entering at the top: y[i] = x[i - 1]."""
@@ -91,7 +93,7 @@ class GroupedConv1x1(nn.Conv2d):
         return self.weight * self.mask
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.masked_weight(), self.bias)
+        return conv1x1(x, self.masked_weight(), self.bias)
 
 
 # -- PixelCNN++ ------------------------------------------------------------------------------------

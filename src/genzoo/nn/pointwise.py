@@ -8,11 +8,11 @@ matrix multiply runs 1.3 to 2.6x faster: `baddbmm` over the batch, or for 4 pixe
 (equal in float64). Inputs in channels_last order (NHWC in memory) are one `linear` over all pixels,
 with the output in channels_last order too. CUDA tensors keep torch's convolution.
 
-Used where it measured faster in a whole training step (one thread, digits, alternating rounds;
-benchmarks/speed.py, `pointwise_speedup`): PixelCNN's masked 1x1 convolutions (+7 to 11% a step),
-Gated PixelCNN's (+1 to 3%), the flows' 1x1 layers and invertible 1x1 convolutions (Glow +8 to
-14%, RealNVP +1 to 2%). Not in the U-Net or PixelCNN++, where the batch-summed weight gradient
-cancels the gain (within 1.5% either way).
+Every 1x1 convolution in genzoo is one. In a whole training step (one thread, digits, alternating
+rounds; benchmarks/speed.py, `pointwise_speedup`) PixelCNN gains 7 to 11%, Gated PixelCNN 1 to
+13%, Glow 8 to 14%, RealNVP 1 to 2%; the U-Net and PixelCNN++ stay within 1%, the batch-summed
+weight gradient cancelling the faster product. The weight enters as a strided view, so its gradient
+keeps its strides in either memory order, as DistributedDataParallel's gradient buckets expect.
 """
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.conv2d(x, weight, bias)
     B, I, H, W = x.shape
     O = weight.shape[0]
-    w = weight.reshape(O, I)
+    # a strided view, so that the weight's gradient keeps the weight's strides (channels_last or not,
+    # as DistributedDataParallel's buckets expect)
+    w = weight.as_strided((O, I), weight.stride()[:2], weight.storage_offset())
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # NHWC in memory: one product over all B H W pixels, the output NHWC as well
         return F.linear(x.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)
-    if not x.is_contiguous():
-        return F.conv2d(x, weight, bias)
+    x = x.contiguous()  # a slice of channels, say
     if H * W <= 4:  # few pixels: one product over all of them
         y = F.linear(x.view(B, I, H * W).transpose(1, 2), w, bias)
         return y.transpose(1, 2).reshape(B, O, H, W)
@@ -57,3 +58,14 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, padding: int =
     if kernel_size == 1 and padding == 0:
         return Conv1x1(in_channels, out_channels)
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
+
+
+@torch.no_grad()
+def to_channels_last(model: nn.Module) -> None:
+    """Convolution kernels larger than 1x1 (and 4-D buffers, such as their masks) in channels_last
+    order, and so the activations they make. Tensors whose two last sizes are 1 are the same in
+    either order but for the strides of those sizes, which their gradients do not keep: they stay as
+    they are, as DistributedDataParallel's gradient buckets expect."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.ndim == 4 and t.shape[2] * t.shape[3] > 1:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .pointwise import Conv1x1
+
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     """GroupNorm with the largest group count <= max_groups that divides `channels`."""
@@ -63,7 +65,7 @@ class ResBlock(nn.Module):
         self.norm2 = group_norm(out_channels, max_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.skip = Conv1x1(in_channels, out_channels) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -82,8 +84,8 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.norm = group_norm(channels, max_groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
+        self.qkv = Conv1x1(channels, 3 * channels)
+        self.proj = Conv1x1(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape

@@ -41,6 +41,7 @@ from ...data.spec import Dataset, DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import psnr, widen
+from ...nn.pointwise import Conv1x1
 from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
@@ -118,7 +119,7 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.proj = nn.Conv2d(channels, channels, 1)
+        self.proj = Conv1x1(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.proj(F.relu(self.conv(F.relu(x))))
@@ -133,7 +134,7 @@ class Downsampler(nn.Module):
         for _ in range(downsamples):
             layers += [nn.ReLU(), nn.Conv2d(hidden, hidden, 3, stride=2, padding=1)]
         layers += [ResBlock(hidden) for _ in range(num_blocks)]
-        layers += [nn.ReLU(), nn.Conv2d(hidden, out_channels, 1)]
+        layers += [nn.ReLU(), Conv1x1(hidden, out_channels)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ...data.spec import DataSpec
 from ...errors import GenzooError
+from ...nn.pointwise import Conv1x1
 from ...nn.quantize import Quantized
 from ..autoregressive.code_prior import ConditionalPixelCNN, build_code_prior
 from ..base import check_positive, check_range
@@ -64,7 +65,7 @@ class VQVAE2(VQVAE):
         self.encoder = Downsampler(C, ch, ch, d, nb)                  # x -> bottom features
         self.top_encoder = Downsampler(ch, ch, D, 1, nb)               # bottom features -> z_e top
         self.top_decoder = Upsampler(D, ch, ch, [self.grid], nb)       # z_q top -> bottom grid
-        self.bottom_input = nn.Conv2d(2 * ch, D, 1)                    # [features, decoded top] -> z_e bottom
+        self.bottom_input = Conv1x1(2 * ch, D)                    # [features, decoded top] -> z_e bottom
         self.quantizers = nn.ModuleList([self._quantizer(), self._quantizer()])
         self.top_upsample = nn.Sequential(nn.Upsample(size=self.grid, mode="nearest"), nn.Conv2d(D, D, 3, padding=1))
         self.decoder = Upsampler(2 * D, ch, C * spec.levels, sizes[-2::-1], nb)

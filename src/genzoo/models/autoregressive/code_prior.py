@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.masked import MaskedConv2d
+from ...nn.pointwise import Conv1x1
 from ..base import GenerativeModel
 from .common import ancestral_sample, categorical_log_prob
 from .gated_pixelcnn import GatedPixelCNN
@@ -120,7 +121,7 @@ class ConditionalPixelCNN(nn.Module):
         self.cond_embed = nn.Embedding(cond_codes, hidden)
         self.cond_net = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1))
         self.blocks = nn.ModuleList(ResidualBlock(hidden, 3, 1, dropout) for _ in range(num_blocks))
-        self.cond_proj = nn.ModuleList(nn.Conv2d(hidden, hidden, 1) for _ in range(num_blocks))
+        self.cond_proj = nn.ModuleList(Conv1x1(hidden, hidden) for _ in range(num_blocks))
         self.head = MaskedConv2d("B", hidden, hidden, 1)
         self.out = MaskedConv2d("B", hidden, num_codes, 1)
 

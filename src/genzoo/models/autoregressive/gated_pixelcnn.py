@@ -29,6 +29,7 @@ from ...errors import GenzooError
 from ...functional import widen
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
+from ...nn.pointwise import Conv1x1
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .cached import GatedPixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
@@ -73,7 +74,7 @@ class GatedLayer(nn.Module):
         self.first = first
         self.v_conv = VerticalConv2d(in_channels, 2 * channels, kernel_size)
         self.h_conv = HorizontalConv2d("A" if first else "B", in_channels, 2 * channels, kernel_size, gate_groups, in_groups)
-        self.link = nn.Conv2d(2 * channels, 2 * channels, 1)  # vertical -> horizontal, rows above only
+        self.link = Conv1x1(2 * channels, 2 * channels)  # vertical -> horizontal, rows above only
         self.h_out = None if first else GroupedConv1x1("B", channels, channels, groups, groups)
         self.dropout = nn.Dropout(dropout)
         self.v_embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None

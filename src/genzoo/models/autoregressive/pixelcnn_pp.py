@@ -42,6 +42,7 @@ from ...nn.causal import (
     concat_elu,
 )
 from ...nn.init import data_dependent_init
+from ...nn.pointwise import Conv1x1
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
 from .common import check_given, sample_categorical
 
@@ -75,7 +76,7 @@ class GatedResnet(nn.Module):
     def __init__(self, channels: int, conv: type, skip: int, dropout: float) -> None:
         super().__init__()
         self.conv_in = conv(2 * channels, channels)
-        self.skip = nn.Conv2d(2 * skip * channels, channels, 1) if skip else None
+        self.skip = Conv1x1(2 * skip * channels, channels) if skip else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * channels, 2 * channels)
 
@@ -122,7 +123,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
         self.upsize_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(ch, ch) for _ in range(S - 1))
         M = config.num_mixtures
         self.num_coeffs = C * (C - 1) // 2
-        self.out = nn.Conv2d(ch, M * (1 + 2 * C + self.num_coeffs), 1)
+        self.out = Conv1x1(ch, M * (1 + 2 * C + self.num_coeffs))
         if config.data_init:
             self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
 
