@@ -2,6 +2,8 @@
 weights, because the delicate sums run in float32; the trainer runs under it; wrong choices are one sentence."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ from tiny import tiny, tiny_spec
 TOLERANCE_BPD = 0.01
 
 
-@pytest.mark.parametrize("name", ["pixelcnn", "vae", "glow", "ddpm"])
+@pytest.mark.parametrize("name", ["pixelcnn", "vae", "glow", "ddpm", "score-sde"])
 def test_bf16_autocast_keeps_losses_and_bits_per_dim_close_to_float32(name):
     spec = DataSpec(*tiny_spec(name))
     model = genzoo.create(name, spec, seed=0, **tiny(name)).eval()
@@ -50,6 +52,16 @@ def test_training_in_bf16_steps_float32_weights(tmp_path):
     assert result.best_value < float("inf") and all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "no step was taken"
     assert genzoo.load(tmp_path).state_dict().keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("name", ["ae", "dae"])
+def test_models_without_a_likelihood_train_in_bf16(name, tmp_path):
+    spec = DataSpec(*tiny_spec(name))
+    x = torch.randint(0, spec.levels, (32, *spec.shape), generator=torch.Generator().manual_seed(0))
+    model = genzoo.create(name, spec, seed=0, **tiny(name))
+    cfg = TrainConfig(steps=2, batch_size=16, eval_every=2, sample_every=0, precision="bf16")
+    result = train(model, Dataset(x, spec), None, cfg, out_dir=tmp_path, progress=False)
+    assert result.steps == 2 and math.isfinite(result.best_value)
 
 
 def test_wrong_precisions_are_one_sentence():

@@ -11,8 +11,7 @@ with the output in channels_last order too. CUDA tensors keep torch's convolutio
 Every 1x1 convolution in genzoo is one. In a whole training step (one thread, digits, alternating
 rounds; benchmarks/speed.py, `pointwise_speedup`) PixelCNN gains 7 to 11%, Gated PixelCNN 1 to
 13%, Glow 8 to 14%, RealNVP 1 to 2%; the U-Net and PixelCNN++ stay within 1%, the batch-summed
-weight gradient cancelling the faster product. The weight enters as a strided view, so its gradient
-keeps its strides in either memory order, as DistributedDataParallel's gradient buckets expect.
+weight gradient cancelling the faster product.
 """
 from __future__ import annotations
 
@@ -27,9 +26,7 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.conv2d(x, weight, bias)
     B, I, H, W = x.shape
     O = weight.shape[0]
-    # a strided view, so that the weight's gradient keeps the weight's strides (channels_last or not,
-    # as DistributedDataParallel's buckets expect)
-    w = weight.as_strided((O, I), weight.stride()[:2], weight.storage_offset())
+    w = weight.reshape(O, I)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         # NHWC in memory: one product over all B H W pixels, the output NHWC as well
         return F.linear(x.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)

@@ -26,7 +26,7 @@ from ...data.spec import Dataset, DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...distributed import gather_rows
 from ...errors import GenzooError
-from ...functional import psnr
+from ...functional import float32, psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ..base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
 
@@ -139,9 +139,11 @@ class AE(GenerativeModel):
 
     # -- the code distribution ----------------------------------------------------------------
     @torch.no_grad()
+    @float32
     def _update_code_stats(self, z: Tensor) -> None:
         """Running mean and second moment of codes: a plain average over the first 1/momentum
-        batches' worth of codes, then an exponential moving average with weight `code_momentum`."""
+        batches' worth of codes, then an exponential moving average with weight `code_momentum`.
+        Float32 under mixed precision, as the statistics are."""
         z = gather_rows(z)  # the global batch's codes under data parallelism
         B = z.shape[0]
         w = max(B / (float(self.code_count) + B), self.config.code_momentum)

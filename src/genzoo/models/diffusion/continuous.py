@@ -19,6 +19,7 @@ from torch import Tensor
 from ...data.spec import DataSpec
 from ...data.transforms import to_centered
 from ...errors import GenzooError
+from ...functional import float32
 from ...nn.unet import UNet
 from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
 from .ode import change_of_variables
@@ -96,11 +97,14 @@ class ContinuousTimeModel(LikelihoodModel):
         u = torch.rand(x.shape, generator=generator, dtype=centre.dtype, device=x.device) - 0.5
         return centre + u * self.bin_width
 
+    @float32
     def ode_bound(self, x: Tensor, field: Callable[[Tensor, Tensor], Tensor], t0: float, t1: float,
                   prior_log_prob: Callable[[Tensor], Tensor], generator: torch.Generator | None, divergence: str,
                   method: str, steps: int, rtol: float | None, atol: float | None) -> LogLikelihood:
         """The bound of the module docstring, nats (B,), one dequantization draw per image: the ODE
-        dy/dt = field(y, t) from the data at t0 to the prior at t1, where log p_t1 = prior_log_prob."""
+        dy/dt = field(y, t) from the data at t0 to the prior at t1, where log p_t1 = prior_log_prob.
+        Float32 under mixed precision, network included: the divergence is integrated along the path
+        (score-sde's bound moved by 0.025 bits/dim under bf16 autocast otherwise)."""
         x = self.check_input(x)
         rtol = self.config.ode_rtol if rtol is None else rtol
         atol = self.config.ode_atol if atol is None else atol
