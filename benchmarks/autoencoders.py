@@ -20,7 +20,7 @@ import torch
 
 import genzoo
 from genzoo.evaluate import bits_per_dim
-from genzoo.train import train, train_config_for
+from genzoo.training import train, train_config_for
 
 
 def log(msg: str) -> None:

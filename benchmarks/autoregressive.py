@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo
 from common import MNIST_8K  # noqa: E402
 from genzoo.data.spec import DataSpec
-from genzoo.train import train, train_config_for
+from genzoo.training import train, train_config_for
 
 MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnn++")
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import MNIST_8K, emit, log, machine  # noqa: E402
 from genzoo.evaluate import independent_pixel_bpd  # noqa: E402
-from genzoo.train import train, train_config_for  # noqa: E402
+from genzoo.training import train, train_config_for  # noqa: E402
 
 
 def bound_part(args, tr, va, te) -> dict:
@@ -47,7 +47,7 @@ def bound_part(args, tr, va, te) -> dict:
         else:
             log(f"training {name}: {cfg}")
             t0 = time.perf_counter()
-            result = train(model, tr, va, cfg, out_dir=None, progress=sys.stderr.isatty())
+            result = train(model, tr, va, cfg, out=None, progress=sys.stderr.isatty())
             train_s, best = time.perf_counter() - t0, result.best_value
             if args.save:
                 genzoo.save(model, Path(args.save) / name)

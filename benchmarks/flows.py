@@ -24,7 +24,7 @@ import time
 import torch
 
 import genzoo
-from genzoo.train import train, train_config_for
+from genzoo.training import train, train_config_for
 
 MODELS = ("realnvp", "glow")
 TOYS = ("moons", "8gaussians")

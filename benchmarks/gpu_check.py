@@ -26,7 +26,7 @@ from common import emit, log, machine  # noqa: E402
 from genzoo.data.spec import Dataset  # noqa: E402
 from genzoo.evaluate import bits_per_dim  # noqa: E402
 from genzoo.precision import Precision  # noqa: E402
-from genzoo.train import train, train_config_for  # noqa: E402
+from genzoo.training import train, train_config_for  # noqa: E402
 
 BF16_TOLERANCE = 0.01  # bits/dim, on the same weights
 

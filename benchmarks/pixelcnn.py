@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import MNIST_8K, emit, log, machine, peak_memory_mb, timed  # noqa: E402
 from genzoo.evaluate import independent_pixel_bpd  # noqa: E402
-from genzoo.train import resolve_device, train, train_config_for  # noqa: E402
+from genzoo.training import resolve_device, train, train_config_for  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     device = resolve_device(cfg.device)
     log(f"training {args.model} on {args.data}: {cfg}")
     t0 = time.perf_counter()
-    result = train(model, tr, va, cfg, out_dir=args.out, progress=sys.stderr.isatty())
+    result = train(model, tr, va, cfg, out=args.out, progress=sys.stderr.isatty())
     train_seconds = time.perf_counter() - t0
     model.eval()
     bpd = genzoo.bits_per_dim(model, te.x.to(device))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import emit, log, machine  # noqa: E402
 from genzoo.quality import frechet_distance  # noqa: E402
-from genzoo.train import train, train_config_for  # noqa: E402
+from genzoo.training import train, train_config_for  # noqa: E402
 
 MENU = {"ddpm": ("ddim", "euler", "heun", "dpm-solver++"), "flow-matching": ("euler", "heun", "dpm-solver++")}
 REFERENCE = {"ddpm": ("ancestral", None), "flow-matching": ("euler", 1000)}
@@ -47,7 +47,7 @@ def get_model(name: str, runs: Path, tr, va) -> tuple[genzoo.GenerativeModel, fl
     cfg = train_config_for(model, sample_every=0)
     log(f"training {name}: {cfg}")
     t0 = time.perf_counter()
-    train(model, tr, va, cfg, out_dir=run, progress=sys.stderr.isatty())
+    train(model, tr, va, cfg, out=run, progress=sys.stderr.isatty())
     return genzoo.load(run), time.perf_counter() - t0
 
 

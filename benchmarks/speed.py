@@ -44,7 +44,7 @@ import genzoo  # noqa: E402
 from common import MNIST_8K, emit, log, machine  # noqa: E402
 from genzoo.nn.pointwise import to_channels_last  # noqa: E402
 from genzoo.optim import make_optimizer  # noqa: E402
-from genzoo.train import TrainConfig  # noqa: E402
+from genzoo.training import TrainConfig  # noqa: E402
 
 
 def gemm_peak(sizes: tuple[int, ...] = (1024, 2048), repeat: int = 10) -> float:

@@ -30,7 +30,7 @@ import torch
 
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
-from genzoo.train import train, train_config_for
+from genzoo.training import train, train_config_for
 
 
 def log(*args) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import genzoo
 from genzoo.cli import main
-from genzoo.train import TrainConfig, train
+from genzoo.training import TrainConfig, train
 
 
 class Page(HTMLParser):
@@ -89,7 +89,7 @@ def test_max_seconds_ends_training_early_with_a_last_validation(tmp_path):
     data = genzoo.data.load("digits", "train")
     model = genzoo.create("vae", data.spec)
     result = train(model, data, None, TrainConfig(steps=100000, max_seconds=0.5, eval_every=10**6, sample_every=0),
-                   out_dir=tmp_path / "run", progress=False)
+                   out=tmp_path / "run", progress=False)
     assert 0 < result.steps < 100000 and result.best_step == result.steps
 
 

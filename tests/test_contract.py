@@ -1,4 +1,4 @@
-"""Every registered model (the README's plugin too) keeps the contract of DESIGN.md section 2, on its `tiny` config:
+"""Every registered model (the README's plugin too) keeps the contract of docs/models.md, on its `tiny` config:
 finite loss, gradients reach every parameter of every stage, samples of the right shape and
 range, and save/load round-trips exactly."""
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_the_global_batch_must_divide_by_the_processes(monkeypatch, tmp_path):
     import genzoo
     from genzoo.data.spec import Dataset, DataSpec
     from genzoo.errors import GenzooError
-    from genzoo.train import TrainConfig, train
+    from genzoo.training import TrainConfig, train
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before the process group
     spec = DataSpec(1, 4, 4, 5)
@@ -81,7 +81,7 @@ def test_the_global_batch_must_divide_by_the_processes(monkeypatch, tmp_path):
                           output_hidden=8)
     with pytest.raises(GenzooError, match="batch size 15 is the global batch and must divide by the 2 processes"):
         train(model, Dataset(torch.zeros(8, *spec.shape, dtype=torch.long), spec), None,
-              TrainConfig(steps=1, batch_size=15), out_dir=tmp_path / "run", progress=False)
+              TrainConfig(steps=1, batch_size=15), out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -93,7 +93,7 @@ def _resume_worker(rank: int, port: int, root: str) -> None:
     import genzoo
     from genzoo.data.spec import Dataset, DataSpec
     from genzoo.rundir import RunDirectory
-    from genzoo.train import TrainConfig, train
+    from genzoo.training import TrainConfig, train
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -104,13 +104,13 @@ def _resume_worker(rank: int, port: int, root: str) -> None:
     cfg = TrainConfig(steps=12, batch_size=16, lr=3e-3, warmup_steps=3, eval_every=4, sample_every=0, seed=7,
                       ema_decay=0.9)
     tiny = dict(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8, dropout=0.3)
-    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out_dir=f"{root}/straight", progress=False)
-    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out_dir=f"{root}/stopped", progress=False,
+    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out=f"{root}/straight", progress=False)
+    train(genzoo.create("pixelcnn", spec, seed=0, **tiny), d, d, cfg, out=f"{root}/stopped", progress=False,
           stop_after=9)
     resumed = RunDirectory(f"{root}/stopped").load_model()[0].train()
-    train(resumed, d, d, cfg, out_dir=f"{root}/stopped", progress=False, resume=True)
+    train(resumed, d, d, cfg, out=f"{root}/stopped", progress=False, resume=True)
     ae = genzoo.create("ae", spec, seed=0, **AE)
-    train(ae, d, d, TrainConfig(**AE_CFG_KW), out_dir=f"{root}/ae", progress=False)
+    train(ae, d, d, TrainConfig(**AE_CFG_KW), out=f"{root}/ae", progress=False)
     import torch.distributed as dist
     dist.destroy_process_group()
 
@@ -127,7 +127,7 @@ def test_data_parallel_resume_with_dropout_is_exact_and_batch_statistics_cover_t
     # the AE's code moments are statistics of the training batches: taken over the global batch
     import genzoo
     from genzoo.data.spec import Dataset, DataSpec
-    from genzoo.train import TrainConfig, train
+    from genzoo.training import TrainConfig, train
 
     spec = DataSpec(1, 4, 4, 5)
     x = torch.randint(0, 5, (64, *spec.shape), generator=torch.Generator().manual_seed(0))

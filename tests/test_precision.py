@@ -11,7 +11,7 @@ import genzoo
 from genzoo.data.spec import Dataset, DataSpec
 from genzoo.errors import GenzooError
 from genzoo.evaluate import to_bits_per_dim
-from genzoo.train import TrainConfig, train
+from genzoo.training import TrainConfig, train
 from tiny import tiny, tiny_spec
 
 # On these untrained tiny models bf16 moves bits/dim by at most about 3e-3 (ddpm); 0.01 is the target
@@ -48,7 +48,7 @@ def test_training_in_bf16_steps_float32_weights(tmp_path):
                           output_hidden=8)
     before = [p.detach().clone() for p in model.parameters()]
     cfg = TrainConfig(steps=4, batch_size=16, eval_every=2, sample_every=0, precision="bf16")
-    result = train(model, Dataset(x, spec), None, cfg, out_dir=tmp_path, progress=False)
+    result = train(model, Dataset(x, spec), None, cfg, out=tmp_path, progress=False)
     assert result.best_value < float("inf") and all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "no step was taken"
     assert genzoo.load(tmp_path).state_dict().keys() == model.state_dict().keys()
@@ -60,7 +60,7 @@ def test_models_without_a_likelihood_train_in_bf16(name, tmp_path):
     x = torch.randint(0, spec.levels, (32, *spec.shape), generator=torch.Generator().manual_seed(0))
     model = genzoo.create(name, spec, seed=0, **tiny(name))
     cfg = TrainConfig(steps=2, batch_size=16, eval_every=2, sample_every=0, precision="bf16")
-    result = train(model, Dataset(x, spec), None, cfg, out_dir=tmp_path, progress=False)
+    result = train(model, Dataset(x, spec), None, cfg, out=tmp_path, progress=False)
     assert result.steps == 2 and math.isfinite(result.best_value)
 
 

@@ -10,7 +10,7 @@ import torch
 import genzoo
 from genzoo.data.spec import Dataset, DataSpec
 from genzoo.nn.pointwise import to_channels_last
-from genzoo.train import TrainConfig, train
+from genzoo.training import TrainConfig, train
 from tiny import tiny, tiny_spec
 
 
@@ -61,11 +61,13 @@ def test_under_channels_last_every_gradient_keeps_its_parameters_strides(name):
 # glow through dynamo and AOT autograd only: inductor's code generation for its 40 layers takes a
 # minute, and what is genzoo's here is that the flow traces whole (actnorm included)
 @pytest.mark.parametrize("name, backend", [("pixelcnn", "inductor"), ("glow", "aot_eager")])
-def test_compiled_loss_gives_the_plain_loss_and_gradients_in_float64(name, backend, monkeypatch):
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's random stream (dequantization)
+def test_compiled_loss_gives_the_plain_loss_and_gradients_in_float64(name, backend):
+    from torch._inductor import config as inductor_config  # the module exists only once imported
+
     model, x = _random_model(name)
     loss, grads = _loss_and_grads(model, x)
-    loss_c, grads_c = _loss_and_grads(model, x, torch.compile(model.loss, backend=backend))
+    with inductor_config.patch(fallback_random=True):  # eager's random stream (dequantization)
+        loss_c, grads_c = _loss_and_grads(model, x, torch.compile(model.loss, backend=backend))
     torch.testing.assert_close(loss_c, loss, rtol=1e-12, atol=1e-12)
     for g_c, g in zip(grads_c, grads):
         torch.testing.assert_close(g_c, g, rtol=1e-10, atol=1e-12)
@@ -78,7 +80,7 @@ def test_a_run_with_a_step_option_saves_weights_that_load_without_it(tmp_path, o
     model = genzoo.create("pixelcnn", spec, seed=0, hidden_channels=8, num_blocks=1, first_kernel_size=3,
                           output_hidden=8)
     cfg = TrainConfig(steps=3, batch_size=16, eval_every=3, sample_every=0, **{option: True})
-    result = train(model, Dataset(x, spec), None, cfg, out_dir=tmp_path, progress=False)
+    result = train(model, Dataset(x, spec), None, cfg, out=tmp_path, progress=False)
     assert result.steps == 3
     loaded = genzoo.load(tmp_path)
     assert all(p.is_contiguous() for p in loaded.parameters())

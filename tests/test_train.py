@@ -10,7 +10,7 @@ import genzoo
 from genzoo.data.spec import Dataset, DataSpec
 from genzoo.optim import lr_at
 from genzoo.rundir import RunDirectory
-from genzoo.train import TrainConfig, train
+from genzoo.training import TrainConfig, train
 
 SPEC = DataSpec(1, 4, 4, 5)
 TINY = dict(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8, dropout=0.2)
@@ -31,15 +31,15 @@ def cfg(**kw):
 def test_resume_continues_exactly_where_a_run_stopped(tmp_path):
     torch.manual_seed(0)
     straight = genzoo.create("pixelcnn", SPEC, **TINY)
-    train(straight, data(), data(32, 1), cfg(), out_dir=tmp_path / "a", progress=False)
+    train(straight, data(), data(32, 1), cfg(), out=tmp_path / "a", progress=False)
 
     torch.manual_seed(0)
     first = genzoo.create("pixelcnn", SPEC, **TINY)
-    train(first, data(), data(32, 1), cfg(), out_dir=tmp_path / "b", progress=False, stop_after=9)
+    train(first, data(), data(32, 1), cfg(), out=tmp_path / "b", progress=False, stop_after=9)
     state = json.loads((tmp_path / "b" / "last" / "state.json").read_text())
     assert state["step"] == 8, "the state saved is the last evaluation's"
     resumed = RunDirectory(tmp_path / "b").load_model()[0].train()
-    train(resumed, data(), data(32, 1), cfg(), out_dir=tmp_path / "b", progress=False, resume=True)
+    train(resumed, data(), data(32, 1), cfg(), out=tmp_path / "b", progress=False, resume=True)
 
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -51,7 +51,7 @@ def test_resume_continues_exactly_where_a_run_stopped(tmp_path):
 def test_the_run_directory_holds_the_best_validation_weights(tmp_path):
     model = genzoo.create("pixelcnn", SPEC, **TINY)
     val = data(32, 1)
-    result = train(model, data(), val, cfg(steps=16), out_dir=tmp_path, progress=False, record={"data": "toy"})
+    result = train(model, data(), val, cfg(steps=16), out=tmp_path, progress=False, record={"data": "toy"})
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "val_bpd" in r]
     best = min(evals, key=lambda r: r["val_bpd"])
@@ -67,7 +67,7 @@ def test_a_non_finite_loss_stops_training_with_one_sentence(tmp_path):
     with torch.no_grad():
         model.out.bias.fill_(float("nan"))
     with pytest.raises(genzoo.GenzooError, match="step 1: the loss became nan"):
-        train(model, data(), None, cfg(), out_dir=tmp_path, progress=False)
+        train(model, data(), None, cfg(), out=tmp_path, progress=False)
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
@@ -93,11 +93,11 @@ def test_bad_training_options_are_one_sentence():
 
 
 def test_training_images_stay_uint8_on_the_cpu_and_batches_arrive_as_int64(tmp_path):
-    from genzoo.train import _Loop
+    from genzoo.training_loop import Loop
 
     model = genzoo.create("pixelcnn", SPEC, **TINY)
     d = data()
-    loop = _Loop(model, cfg(), RunDirectory(None), torch.device("cpu"), d, d, {}, False, None,
+    loop = Loop(model, cfg(), RunDirectory(None), torch.device("cpu"), d, d, {}, False, None,
                  torch.Generator().manual_seed(3))
     assert loop.x_train.dtype == torch.uint8 and loop.x_train.device.type == "cpu"
     batch = loop.batch()

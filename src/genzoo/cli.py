@@ -24,12 +24,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__, checkpoint, data, distributed, registry
+from . import __version__, checkpoint, data, registry
 from .data.spec import DataSpec
-from .errors import GenzooError, Interrupted
-from .flags import Flags, Parser, dataclass_flags, flag, option_flags, route
+from .errors import GenzooError, Interrupted, require
+from .flags import Parser, flag, option_flags, route
 from .models.base import GenerativeModel
-from .rundir import RunDirectory
+from .train_command import cmd_train
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -38,153 +38,10 @@ def cmd_list(argv: Sequence[str]) -> int:
     for name in registry.list_models():
         cls = registry.model_class(name)
         kind = "likelihood" if cls.has_likelihood else "no likelihood"
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"  {name:<16} {kind:<14} {doc}")
+        print(f"  {name:<16} {kind:<14} {cls.description}")
     print("datasets:")
     for name in data.names():
         print(f"  {name}")
-    return 0
-
-
-def _run_record(args: argparse.Namespace, train_data: data.Dataset) -> dict[str, Any]:
-    root = str(Path(args.root).resolve()) if args.root else None
-    return {"data": args.data, "root": root, "split": "train", "val_split": "val",
-            "data_info": train_data.info, "spec": train_data.spec.to_dict()}
-
-
-def _train_parser(cls: type[GenerativeModel] | None) -> tuple[Parser, Flags | None, Flags | None]:
-    from .train import TrainConfig, train_defaults_for
-
-    name = cls.name if cls else "MODEL"
-    description = (cls.__doc__ or "").strip() if cls else (
-        f"Train a model. MODEL is one of: {', '.join(registry.list_models())}. "
-        "'genzoo train MODEL --help' shows its config fields and training options with its defaults.")
-    parser = Parser(prog=f"genzoo train {name}", description=description)
-    parser.add_argument("model", nargs="?", help="the model to train (default: the --config file's)")
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="train the run a JSON file records: a run's config.json, or {model, config, data, root, "
-                             "train}; flags given beside it override its fields")
-    parser.add_argument("--data", default=None, help="dataset name (default digits, or the --config file's)")
-    parser.add_argument("--root", default=None, help="directory of the dataset's files")
-    parser.add_argument("--out", default=None, help="run directory (default runs/MODEL-DATA)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    if cls is None:
-        return parser, None, None
-    model_flags = dataclass_flags(parser, cls.Config, f"{name} config", "cfg")
-    train_flags = dataclass_flags(parser, TrainConfig, f"training ({name}'s defaults)", "tc", train_defaults_for(cls))
-    return parser, model_flags, train_flags
-
-
-def read_run_file(path: str) -> dict[str, Any]:
-    """A run to repeat, from a run's config.json or a JSON file with the same fields:
-    {"model", "config", "data", "root", "train"} (a run's file keeps data, root and training options
-    under "run")."""
-    raw = checkpoint.read_json(path, "run file")
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
-        raise GenzooError(f"{path!r} must be a JSON object with at least a \"model\" name.")
-    run = raw.get("run", {}) if isinstance(raw.get("run", {}), dict) else {}
-    out = {"model": raw["model"], "config": raw.get("config", {}), "data": raw.get("data", run.get("data")),
-           "root": raw.get("root", run.get("root")), "train": raw.get("train", run.get("train_config", {}))}
-    for key, kind in (("config", dict), ("train", dict), ("data", (str, type(None))), ("root", (str, type(None)))):
-        if not isinstance(out[key], kind):
-            raise GenzooError(f"{key!r} in {path!r} has the wrong type: {type(out[key]).__name__}.")
-    return out
-
-
-def _train_setup(args: argparse.Namespace, overrides: dict[str, Any], train_overrides: dict[str, Any],
-                 file: dict[str, Any] | None) -> tuple[GenerativeModel, Any, dict[str, Any], tuple[data.Dataset, ...]]:
-    """The model, training config, run record and (train, val, test) data, every one of them checked
-    before a run directory is created."""
-    from .train import train_config_for
-
-    out = Path(args.out)
-    if args.resume:
-        if overrides or {k for k in train_overrides if k != "device"} or file:
-            raise GenzooError("a resumed run keeps its own configuration; pass only --out, --resume, --device "
-                              "and --no-progress.")
-        model, state = RunDirectory(out).load_model()
-        if model.name != args.model:
-            raise GenzooError(f"the run in {str(out)!r} trains {model.name!r}, not {args.model!r}.")
-        record = state["config"].get("run", {})
-        args.data, args.root = record.get("data", args.data), record.get("root")
-        cfg = train_config_for(model, **{**record.get("train_config", {}), **train_overrides})
-    else:
-        cfg = train_config_for(registry.model_class(args.model), **{**(file or {}).get("train", {}), **train_overrides})
-    splits = tuple(data.load(args.data, split, args.root) for split in ("train", "val", "test"))
-    if args.resume:
-        if model.spec != splits[0].spec:
-            raise GenzooError(f"the data in {args.data!r} no longer match the run's spec.")
-    else:
-        model = registry.create(args.model, splits[0].spec, seed=cfg.seed, **{**(file or {}).get("config", {}), **overrides})
-        if RunDirectory(out).has_state():
-            raise GenzooError(f"{str(out)!r} already holds a run; continue it with --resume or choose another --out.")
-        record = _run_record(args, splits[0])
-    return model, cfg, record, splits
-
-
-def cmd_train(argv: Sequence[str]) -> int:
-    from .evaluate import describe_bits_per_dim, evaluate
-    from .train import train
-    from .viz import save_grid
-
-    pre = Parser(add_help=False)
-    pre.add_argument("--config", default=None)
-    file = read_run_file(pre.parse_known_args(argv)[0].config) if "--config" in argv or any(
-        a.startswith("--config=") for a in argv) else None
-    given = argv[0] if argv and not argv[0].startswith("-") else None  # MODEL comes first
-    name = given or (file or {}).get("model")
-    if name is None:
-        if any(a in ("-h", "--help") for a in argv):
-            _train_parser(None)[0].print_help()
-            return 0
-        raise GenzooError(f"genzoo train needs a model name; choose one of {', '.join(registry.list_models())}.")
-    if file and name != file["model"]:
-        raise GenzooError(f"the --config file trains {file['model']!r}, not {name!r}.")
-    parser, model_flags, train_flags = _train_parser(registry.model_class(name))
-    args = parser.parse_args(argv)
-    args.model = name
-    recorded = file or {}
-    args.data = args.data or recorded.get("data") or "digits"
-    if args.root is None and args.data == recorded.get("data"):
-        args.root = recorded.get("root")
-    args.out = args.out or f"runs/{args.model}-{args.data}"
-    model, cfg, record, (train_data, val_data, test_data) = _train_setup(
-        args, model_flags.values(args), train_flags.values(args), file)
-    out = Path(args.out)
-    main = distributed.env_rank() == 0  # under torchrun, rank 0 alone reports and writes
-    if main:
-        print(f"training {args.model} on {args.data} ({len(train_data)} train / {len(val_data)} val images, "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters, seed {cfg.seed}) -> {out}", file=sys.stderr)
-    try:
-        result = train(model, train_data, val_data, cfg, out_dir=out, progress=not args.no_progress,
-                       resume=args.resume, record=record)
-    finally:
-        distributed.shutdown()
-    if not main:
-        return 0
-    device = model.device
-    best = checkpoint.load(out).to(device)
-    summary: dict[str, Any] = {"model": args.model, "data": args.data, "out": str(out), "seed": cfg.seed,
-                               "best_step": result.best_step, result.metric: result.best_value}
-    # the end-of-run figure is the validation objective on the test split: an estimate with its
-    # error; `genzoo eval` computes the full likelihood
-    report = evaluate(best, test_data, cfg.val_batch_size, seed=cfg.seed, objective="validation",
-                      progress=not args.no_progress)
-    if "bits_per_dim" in report:
-        summary.update({"test_bpd": report["bits_per_dim"], "test_bpd_se": report["bits_per_dim_se"],
-                        "kind": report["kind"], "estimate": report["estimate"]})
-        print(f"test bits/dim: {describe_bits_per_dim(report)}")
-    summary["test_metrics"] = {k: v for k, v in report.items()
-                               if k not in ("bits_per_dim", "bits_per_dim_se", "kind", "estimate")}
-    if cfg.grid_size and not best.conditional:
-        g = torch.Generator(device=device).manual_seed(cfg.seed)
-        save_grid(best.sample(cfg.grid_size, generator=g, **best.quick_sample_options), best.spec, out / "samples.png",
-                  reference=train_data.x)
-        summary["samples"] = str(out / "samples.png")
-        drawn = ", ".join(f"{k}={v}" for k, v in best.quick_sample_options.items()) or "the default sampler"
-        print(f"samples: {out / 'samples.png'} ({drawn}; genzoo sample draws with any sampler)")
-    checkpoint.atomic_write_json(out / "summary.json", summary)
     return 0
 
 
@@ -240,7 +97,7 @@ def _run_parser(prog: str, description: str, argv: Sequence[str], methods: Seque
 
 
 def _load_run(directory: str, device: str) -> GenerativeModel:
-    from .train import resolve_device
+    from .training import resolve_device
 
     return checkpoint.load(directory).to(resolve_device(device))
 
@@ -325,6 +182,7 @@ def _module_command(module_name: str, prog: str, description: str, argv: Sequenc
     import importlib
 
     module = importlib.import_module(module_name)
+    require(getattr(module, "REQUIRES", ()), prog)  # before any work, not after training
     parser = Parser(prog=prog, description=description)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(argv)) or 0)
@@ -369,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("genzoo: interrupted.")
         return 130
+    except BrokenPipeError:  # the reader went away (genzoo list | head): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         _error("genzoo: error: out of memory; try a smaller --batch-size or model.")
         return 2

@@ -29,6 +29,7 @@ from . import __version__, checkpoint, data, registry
 from .errors import GenzooError
 from .evaluate import evaluate, independent_pixel_bpd
 from .models.base import GenerativeModel
+from .report import REQUIRES  # noqa: F401  (checked when `genzoo compare` starts, not after training)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,7 @@ def seconds_per_step(model: GenerativeModel, batch: dict[str, torch.Tensor], ste
 
 def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The TrainConfig that spends the chosen budget, and what the budget was."""
-    from .train import train_config_for
+    from .training import train_config_for
 
     base = train_config_for(model, steps=args.steps, device=args.device, seed=args.seed)
     batch = {"x": train_data.x[:base.batch_size].to(model.device)}
@@ -180,7 +181,7 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
 
 def run(args: argparse.Namespace) -> int:
     from .report import write_compare_report
-    from .train import resolve_device, train
+    from .training import resolve_device, train
 
     device = resolve_device(args.device)
     if args.samples < 4:
@@ -193,16 +194,20 @@ def run(args: argparse.Namespace) -> int:
         args.data = checkpoint.read_config(args.runs[0]).get("run", {}).get("data", args.data)
     train_data, test = data.load(args.data, "train", args.root), data.load(args.data, "test", args.root)
     if args.runs:
-        for directory in args.runs:
+        for i, directory in enumerate(args.runs):
             meta = checkpoint.read_config(directory)
             model = checkpoint.load(directory).to(device).eval()
             if model.spec != test.spec:
                 raise GenzooError(f"run {directory!r} was trained on data of spec {model.spec}, not {test.spec}.")
             row = {"model": meta["model"], "run": str(directory), "budget": "existing run"}
-            row.update(measure(model, test, args, options.get(meta["model"], {}), Path(directory)))
+            # what compare draws goes under its --out: a command that reads a run never writes into it
+            row.update(measure(model, test, args, options.get(meta["model"], {}), out / f"run{i}-{meta['model']}"))
             rows.append(row)
     else:
-        names = args.models.split(",") if args.models else [
+        if args.models is not None and not [n for n in args.models.split(",") if n.strip()]:
+            raise GenzooError("--models is empty; name at least one model, or leave --models out for every "
+                              "model with a likelihood.")
+        names = [n.strip() for n in args.models.split(",")] if args.models else [
             n for n in registry.list_models() if registry.model_class(n).has_likelihood]
         for name in names:
             registry.model_class(name)  # unknown names fail before any training
@@ -217,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
                 cfg, planned = budget_config(model, train_data, args)
                 record = {"data": args.data, "root": str(Path(args.root).resolve()) if args.root else None,
                           "split": "train", "val_split": "val"}
-                result = train(model, train_data, val, cfg, out_dir=run_dir, progress=not args.no_progress,
+                result = train(model, train_data, val, cfg, out=run_dir, progress=not args.no_progress,
                                record=record)
                 row = {"model": name, "run": str(run_dir), "budget": args.budget, "seed": args.seed,
                        "train_steps": result.steps, "train_seconds": result.seconds,

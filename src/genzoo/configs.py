@@ -42,7 +42,7 @@ def check_value(value: Any, annotation: Any, where: str, max_int: int | None = M
     if origin is typing.Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
-        raise GenzooError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}.")
+        raise GenzooError(f"{where} must be one of {', '.join(map(str, args))}, got {value!r}.")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise GenzooError(f"{where} must be a list, got {value!r}.")
@@ -101,3 +101,41 @@ def build(cls: type, values: dict[str, Any], what: str, require_all: bool = Fals
         raise
     except (TypeError, ValueError) as e:
         raise GenzooError(f"bad {what}: {e}.") from e
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The documentation of each field of dataclass `cls` (and of the dataclasses it inherits from):
+    `field(metadata={"help": ...})` where given, else the comment on the field's line, else the
+    comment lines right above it. Shown by `--help`; a field without one has an empty string."""
+    import inspect
+    import io
+    import tokenize
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or "__dataclass_fields__" not in klass.__dict__:
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # defined where no source can be read
+            continue
+        own = set(klass.__dict__.get("__annotations__", {}))
+        above: list[str] = []
+        lines = source.splitlines()
+        comments = {t.start[0]: t.string.lstrip("#").strip()
+                    for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+        for number, line in enumerate(lines, 1):
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(comments.get(number, ""))
+                continue
+            name = stripped.split(":", 1)[0].strip() if ":" in stripped else ""
+            if name in own and line.startswith("    ") and not line.startswith("     "):
+                trailing = comments.get(number, "") if not stripped.startswith("#") else ""
+                docs[name] = trailing or " ".join(above)
+            above = []
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            docs[f.name] = str(f.metadata["help"])
+        docs.setdefault(f.name, "")
+    return docs

@@ -22,7 +22,7 @@ from . import distributed
 from .data.spec import Dataset
 from .errors import GenzooError
 from .functional import psnr  # noqa: F401  (re-exported: genzoo.evaluate.psnr)
-from .models.base import GenerativeModel, Kind, LikelihoodModel, LogLikelihood
+from .models.base import GenerativeModel, Kind, LogLikelihood
 
 
 class BitsPerDim(NamedTuple):
@@ -133,7 +133,7 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
     if data.spec != model.spec:
         raise GenzooError(f"dataset {data.name!r} has spec {data.spec} but the model was trained for {model.spec}.")
     likelihood_options = likelihood_options or {}
-    if objective == "validation" and getattr(type(model), "validation_nats", None) is LikelihoodModel.validation_nats:
+    if objective == "validation" and model.validation_is_likelihood:
         objective = "log_likelihood"  # the model's validation objective is its log-likelihood
     report: dict[str, Any] = {}
     torch.manual_seed(seed)
@@ -159,12 +159,13 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
 
 
 def describe_bits_per_dim(report: dict[str, Any]) -> str:
-    """One line for a person: the figure, its errors, its kind and what it estimates."""
-    line = (f"{report['bits_per_dim']:.4f} +- {report['bits_per_dim_se']:.4f} (standard error over "
-            f"{report['images']} images) bits/dim, {report['kind'].replace('_', ' ')}")
-    if "estimator_se" in report:
-        line += f", Monte-Carlo error of the estimator {report['estimator_se']:.4f}"
-    return line + f"; {report['estimate']}"
+    """The figure in one plain sentence's words: value, its error, its kind and what it estimates."""
+    kind = "exact" if report["kind"] == "exact" else "a lower bound"
+    if report["estimate"] != ESTIMATES["log_likelihood"]:
+        kind += ", by the model's quicker validation estimate (genzoo eval computes the full figure)"
+    mc = f", Monte-Carlo error {report['estimator_se']:.4f}" if "estimator_se" in report else ""
+    return (f"{report['bits_per_dim']:.4f} +- {report['bits_per_dim_se']:.4f} ({kind}; standard error over "
+            f"{report['images']} images{mc})")
 
 
 def independent_pixel_bpd(train_x: Tensor, test_x: Tensor, levels: int, alpha: float = 1.0) -> BitsPerDim:

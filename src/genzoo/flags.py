@@ -7,6 +7,7 @@ import dataclasses
 import typing
 from typing import Any, Callable, Sequence
 
+from .configs import field_docs
 from .errors import GenzooError
 from .models.base import GenerativeModel
 
@@ -84,6 +85,8 @@ class Flags:
 
     def add(self, name: str, annotation: Any, default: Any, help: str = "") -> None:
         shown = f"default {default!r}" if default is not dataclasses.MISSING else "required"
+        if typing.get_origin(annotation) is typing.Literal:
+            shown = f"one of {', '.join(map(str, typing.get_args(annotation)))}; {shown}"
         kwargs: dict[str, Any] = {"nargs": "?", "const": "true"} if _is_bool(annotation) else {}
         self.group.add_argument(flag(name), dest=f"{self.prefix}__{name}", default=None, metavar="VALUE",
                                 help=f"{help} ({shown})" if help else shown, **kwargs)
@@ -107,11 +110,12 @@ def dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str, pref
     """One flag per field of dataclass `cls`, showing `defaults` (else the field's own default)."""
     flags = Flags(parser, title, prefix)
     hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         default = (defaults or {}).get(f.name, f.default)
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        flags.add(f.name, hints[f.name], default)
+        flags.add(f.name, hints[f.name], default, docs[f.name])
     return flags
 
 

@@ -1,6 +1,6 @@
 """The optimizer side of training: AdamW with decoupled weight decay on matrices only, the learning
 rate schedule (linear warm-up, then cosine decay), and the EMA of the weights. `cfg` is a
-genzoo.train.TrainConfig.
+genzoo.training.TrainConfig.
 
 The EMA updates the whole parameter list at once (`torch._foreach_lerp_`, bit-identical to the
 per-tensor loop). AdamW uses torch's fused kernel wherever torch has one (CPU and CUDA): one pass

@@ -10,25 +10,21 @@ supports it and fp32 elsewhere; the default, fp32, keeps every figure of a float
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from .errors import GenzooError
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+Name = Literal["fp32", "bf16", "fp16", "auto"]
+PRECISIONS = typing.get_args(Name)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check(name: str) -> None:
-    if name not in PRECISIONS:
-        raise GenzooError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}.")
 
 
 def resolve(name: str, device: torch.device) -> str:
     """The precision `name` stands for on `device` ("auto": bf16 where CUDA supports it, else fp32)."""
-    check(name)
     if name == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if name == "fp16" and device.type == "cpu":

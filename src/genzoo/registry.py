@@ -15,9 +15,10 @@ import torch
 from . import configs
 from .data.spec import DataSpec
 from .errors import GenzooError
-from .models.base import GenerativeModel, check_model_class
+from .models.base import GenerativeModel
+from .models.contract import check_model_class
 
-# name -> "module:Class". Ordered by family, as in DESIGN.md.
+# name -> "module:Class". Ordered by family, as in the README's table of models.
 _MODELS: dict[str, str] = {
     "pixelcnn": "genzoo.models.autoregressive.pixelcnn:PixelCNN",
     "gated-pixelcnn": "genzoo.models.autoregressive.gated_pixelcnn:GatedPixelCNN",

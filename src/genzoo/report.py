@@ -15,6 +15,8 @@ from typing import Any
 from . import checkpoint
 from .quality import NOTE as QUALITY_NOTE
 
+REQUIRES = ("matplotlib",)  # checked when `genzoo report` starts
+
 BPD_NOTE = ("Bits per dimension of the discrete test images (lower is better), +- the standard error over test "
             "images. 'exact' is -log2 P(x) itself; 'lower bound' means the model's true bits/dim are at most the "
             "figure. A row's 'estimate' says whether the figure is the full likelihood or the model's cheaper "

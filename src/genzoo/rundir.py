@@ -37,12 +37,18 @@ STATE_DIR = "last"
 STATE_FILE = "state.json"
 PARTS = ("model", "ema", "optimizer", "rng")
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "summary.json")
-# A test hook: GENZOO_TEST_KILL_AT=POINT kills the process (SIGKILL) when a state write reaches POINT.
+# A test hook: GENZOO_TEST_KILL_AT=POINT kills the process (SIGKILL) when a state write reaches POINT;
+# with GENZOO_TEST_KILL_ONCE=FILE only the first time (the file records it), as a restarted job sees.
 KILL_POINTS = ("after_model", "after_ema", "after_optimizer", "after_rng", "after_state", "after_cleanup")
 
 
 def _kill_point(point: str) -> None:
     if os.environ.get("GENZOO_TEST_KILL_AT") == point:
+        once = os.environ.get("GENZOO_TEST_KILL_ONCE")
+        if once:
+            if os.path.exists(once):
+                return
+            Path(once).touch()
         os.kill(os.getpid(), signal.SIGKILL)
 
 

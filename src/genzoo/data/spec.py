@@ -1,6 +1,6 @@
 """DataSpec and Dataset: every dataset is a tensor of integer levels.
 
-Convention (DESIGN.md section 2): `x` has shape (N, C, H, W), dtype int64, values in
+Convention (the contract of docs/models.md): `x` has shape (N, C, H, W), dtype int64, values in
 {0, ..., K-1} with K = `spec.levels`. Models do their own preprocessing.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Maps between integer levels and the continuous spaces models work in.
 
 Level k of K maps to (k + 0.5) / K in (0, 1) (bin centres) for `to_unit`, and to 2k/(K-1) - 1 in
-[-1, 1] for `to_centered` (the diffusion convention of DESIGN.md).
+[-1, 1] for `to_centered` (the diffusion convention).
 """
 from __future__ import annotations
 

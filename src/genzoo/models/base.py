@@ -1,4 +1,4 @@
-"""The contract every genzoo model keeps (DESIGN.md section 2): every hook that the trainer,
+"""The contract every genzoo model keeps (docs/models.md): every hook that the trainer,
 evaluation, the command line and the tests use is declared here, with its default.
 
 A model is a `torch.nn.Module` built as `Model(spec, config)` from a `DataSpec` and a frozen
@@ -8,8 +8,12 @@ its own preprocessing (scaling, dequantization). Likelihoods are log-probabiliti
 
 Class attributes (read without building a model):
     name             the registry name (set by `genzoo.register` when left empty)
-    Config           the frozen config dataclass; every field is a `genzoo train` flag
-    has_likelihood   True for models with `log_likelihood` (subclass `LikelihoodModel`)
+    description      one line for `genzoo list` (default: the first line of the class docstring)
+    Config           the frozen config dataclass; every field has a default, and its comment (or
+                     `field(metadata={"help": ...})`) is the help of its `genzoo train` flag
+    has_likelihood   derived, never set by hand: True exactly for subclasses of `LikelihoodModel`,
+                     which must define `log_likelihood`
+    validation_is_likelihood  derived: True unless the class overrides `validation_nats`
     conditional      True for models that draw only given an input (no unconditional `sample`)
     loss_unit        what `loss` returns, in words (shown in progress bars and reports)
     train_defaults   TrainConfig fields this model trains best with (`--help` shows them)
@@ -18,7 +22,8 @@ Class attributes (read without building a model):
                      quick sampler where the default one is slow (default {}: the default sampler)
 
 Methods (those marked * must be defined; the rest have working defaults):
-  * loss(x)                       scalar training objective, in `loss_unit`
+  * loss(x)                       scalar training objective, in `loss_unit` (`x` by that name: the
+                                  trainer passes it as a keyword, with `labels` when num_classes > 0)
   * sample(n, generator, ...)     (n, C, H, W) int64 levels; keyword options become CLI flags
   * log_likelihood(x, ...)        LogLikelihood (LikelihoodModel only)
     validation_nats(x)            the validation objective (default: log_likelihood)
@@ -37,6 +42,7 @@ import dataclasses
 import inspect
 import math
 import typing
+from contextlib import contextmanager
 from typing import Any, ClassVar, Iterator, Literal, NamedTuple
 
 import torch
@@ -109,14 +115,25 @@ class GenerativeModel(nn.Module):
     """Base class of every model: holds `spec` and the frozen `config`, declares the hooks."""
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     Config: ClassVar[type]
     has_likelihood: ClassVar[bool] = False
+    validation_is_likelihood: ClassVar[bool] = True
     conditional: ClassVar[bool] = False
     loss_unit: ClassVar[str] = "nats per dimension"
     train_defaults: ClassVar[dict[str, Any]] = {}
     stages: ClassVar[tuple[str, ...]] = ("main",)
     # `sample` options for the grids written during and after training and for compare's samples
     quick_sample_options: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "description" not in cls.__dict__:
+            doc = (cls.__dict__.get("__doc__") or "").strip()
+            cls.description = doc.splitlines()[0] if doc else ""
+        # the validation objective is the log-likelihood unless a class below LikelihoodModel overrides it
+        owner = next((k for k in cls.__mro__ if "validation_nats" in k.__dict__), None)
+        cls.validation_is_likelihood = owner is None or getattr(owner.__dict__["validation_nats"], "_default", False)
 
     def __init__(self, spec: DataSpec, config: Any) -> None:
         super().__init__()
@@ -229,26 +246,31 @@ class LikelihoodModel(GenerativeModel):
         is slow gives a cheaper estimate."""
         return self.log_likelihood(x, **options)
 
+    validation_nats._default = True  # type: ignore[attr-defined]  (read by validation_is_likelihood)
+    log_likelihood._required = True  # type: ignore[attr-defined]  (a subclass must define it)
 
-def check_model_class(name: str, cls: Any) -> None:
-    """One clear sentence unless `cls` keeps the contract above: a GenerativeModel subclass with a
-    frozen config dataclass that defines loss (and sample, unless conditional, and log_likelihood
-    when it has a likelihood)."""
-    what = f"model {name!r}"
-    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
-        raise GenzooError(f"{what} must be a subclass of genzoo.GenerativeModel, got {cls!r}.")
-    config = getattr(cls, "Config", None)
-    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
-        raise GenzooError(f"{what} ({cls.__name__}) needs a config dataclass as its `Config` attribute.")
-    if not config.__dataclass_params__.frozen:
-        raise GenzooError(f"{what} ({cls.__name__}): its Config {config.__name__} must be a frozen dataclass.")
-    missing = [m for m in ("loss",) + (() if cls.conditional else ("sample",))
-               + (("log_likelihood",) if cls.has_likelihood else ())
-               if getattr(cls, m) is getattr(LikelihoodModel if m == "log_likelihood" else GenerativeModel, m)]
-    if missing:
-        raise GenzooError(f"{what} ({cls.__name__}) does not define {', '.join(missing)}, which the contract requires.")
-    if cls.name and cls.name != name:
-        raise GenzooError(f"{what}: the class {cls.__name__} calls itself {cls.name!r}; register it under that name.")
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block (dropout off), its previous mode restored after, however
+    the block ends: the one way a model evaluates or samples itself."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def check_choices(config: Any) -> None:
+    """Every `Literal[...]` field of a config dataclass holds one of its choices; one sentence naming
+    the field and the choices otherwise. The one check of every string option (the command line
+    lists the same choices in --help)."""
+    for name, annotation in typing.get_type_hints(type(config)).items():
+        if typing.get_origin(annotation) is Literal:
+            value, choices = getattr(config, name), typing.get_args(annotation)
+            if value not in choices or not isinstance(value, str):
+                raise GenzooError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
 
 
 def check_positive(value: float, name: str, allow_zero: bool = False) -> None:

@@ -44,7 +44,7 @@ from ..data.spec import Dataset, DataSpec
 from ..errors import GenzooError
 from ..functional import psnr
 from ..nn.pointwise import Conv1x1
-from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
+from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature, eval_mode
 
 # -- sRGB (D65) <-> CIE Lab ----------------------------------------------------------------------
 RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
@@ -140,12 +140,12 @@ class ColorizationConfig:
     """bin_size: width of the (a, b) bins; rebalance: class rebalancing with mix `rebalance_mix`
     (lambda) and smoothing `rebalance_sigma` (Zhang et al. 2016: 0.5 and 5)."""
 
-    hidden_channels: int = 32
-    num_blocks: int = 2
-    bin_size: float = 10.0
-    rebalance: bool = False
-    rebalance_mix: float = 0.5
-    rebalance_sigma: float = 5.0
+    hidden_channels: int = 32  # feature maps of the per-pixel classifier
+    num_blocks: int = 2  # residual blocks of the classifier
+    bin_size: float = 10.0  # width of the (a, b) colour bins
+    rebalance: bool = False  # class rebalancing: weight rare colours up (Zhang et al. 2016)
+    rebalance_mix: float = 0.5  # lambda, the mix of the empirical and uniform bin distributions
+    rebalance_sigma: float = 5.0  # smoothing of the empirical bin distribution
 
     def __post_init__(self) -> None:
         check_positive(self.hidden_channels, "hidden_channels")
@@ -283,14 +283,10 @@ class Colorization(GenerativeModel):
     def colorize(self, x: Tensor, temperature: float = 0.38) -> Tensor:
         """RGB levels (B, 3, H, W) of the lightness of x and the predicted colours (chroma reduced
         where out of gamut, so the lightness is kept up to rounding to levels)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             L = self.to_lab(x)[:, 0]
             rgb = lab_to_rgb_in_gamut(L, self.predict_ab(x, temperature))
             return (rgb * (self.spec.levels - 1)).round().long()
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def grey(self, x: Tensor) -> Tensor:
@@ -321,9 +317,7 @@ class Colorization(GenerativeModel):
         """Per-pixel accuracy of the most probable bin, PSNR (dB, peak K-1) of the colorized images
         against the true ones, and for reference the PSNR of the grey images (a = b = 0) and the
         accuracy of always answering the most frequent bin of `data`."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             correct, total, colour, grey = 0, 0, [], []
             counts = torch.zeros(self.num_bins, dtype=torch.float64)
             for i in range(0, len(data.x), batch_size):
@@ -334,8 +328,6 @@ class Colorization(GenerativeModel):
                 counts += torch.bincount(target.flatten().cpu(), minlength=self.num_bins).double()
                 colour.append(psnr(self.colorize(x, temperature), x, self.spec.levels).cpu())
                 grey.append(psnr(self.grey(x), x, self.spec.levels).cpu())
-        finally:
-            self.train(was_training)
         return {"accuracy": correct / total, "psnr": float(torch.cat(colour).mean()),
                 "psnr_grey": float(torch.cat(grey).mean()), "accuracy_most_frequent_bin": float(counts.max() / total)}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,19 +28,19 @@ from ...distributed import gather_rows
 from ...errors import GenzooError
 from ...functional import float32, psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
-from ..base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature
+from ..base import Figure, GenerativeModel, ImageRows, check_choices, check_positive, check_range, check_temperature, eval_mode
 
-CORRUPTIONS = ("gaussian", "mask", "salt_pepper")
+Corruption = Literal["gaussian", "mask", "salt_pepper"]
 
 
 @dataclass(frozen=True)
 class AEConfig:
     """latent_dim below C*H*W gives an under-complete code, above it an over-complete one."""
 
-    latent_dim: int = 16
-    hidden_channels: int = 32
-    num_blocks: int = 1
-    dropout: float = 0.0
+    latent_dim: int = 16  # code size: below C*H*W under-complete, above it over-complete
+    hidden_channels: int = 32  # feature maps of the convolutional encoder and decoder
+    num_blocks: int = 1  # residual blocks of the encoder and of the decoder
+    dropout: float = 0.0  # dropout probability in the encoder and decoder
     code_momentum: float = 0.01  # weight of each batch in the running code statistics
 
     def __post_init__(self) -> None:
@@ -48,6 +48,7 @@ class AEConfig:
             check_positive(getattr(self, name), name)
         check_range(self.dropout, "dropout", 0.0, 0.99)
         check_range(self.code_momentum, "code_momentum", 1e-6, 1.0)
+        check_choices(self)
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,15 @@ class DAEConfig(AEConfig):
     sub-pixel set to level 0 with probability `drop_rate`) or "salt_pepper" (each sub-pixel set to
     level 0 or K-1, with equal odds, with probability `salt_pepper_rate`)."""
 
-    latent_dim: int = 32
-    corruption: str = "gaussian"
-    sigma: float = 0.25
-    drop_rate: float = 0.3
-    salt_pepper_rate: float = 0.15
+    latent_dim: int = 32  # code size: below C*H*W under-complete, above it over-complete
+    # how inputs are corrupted: Gaussian noise, masking to level 0, or salt and pepper
+    corruption: Corruption = "gaussian"
+    sigma: float = 0.25  # standard deviation of the Gaussian corruption, in units of the full range 0..K-1
+    drop_rate: float = 0.3  # probability that the mask corruption sets a sub-pixel to level 0
+    salt_pepper_rate: float = 0.15  # probability that salt and pepper sets a sub-pixel to level 0 or K-1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.corruption not in CORRUPTIONS:
-            raise GenzooError(f"corruption must be one of {', '.join(CORRUPTIONS)}, got {self.corruption!r}.")
         check_positive(self.sigma, "sigma", allow_zero=True)
         check_range(self.drop_rate, "drop_rate", 0.0, 1.0)
         check_range(self.salt_pepper_rate, "salt_pepper_rate", 0.0, 1.0)
@@ -74,13 +74,8 @@ class DAEConfig(AEConfig):
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode and no gradients inside, the previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 class AE(GenerativeModel):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -30,13 +30,22 @@ from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob, float32, psnr, standard_normal_log_prob, widen
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ..autoregressive.common import categorical_log_prob, sample_categorical
-from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import (
+    Figure,
+    ImageRows,
+    LikelihoodModel,
+    LogLikelihood,
+    check_choices,
+    check_positive,
+    check_range,
+    check_temperature,
+)
 from .ae import evaluating
 
 # Most decoder output values (images x importance samples x outputs per image) held at once
 # by log_likelihood.
 MAX_DECODER_VALUES = 2 ** 23
-DECODERS = ("categorical", "logistic")
+Decoder = Literal["categorical", "logistic"]
 
 
 @dataclass(frozen=True)
@@ -45,17 +54,16 @@ class VAEConfig:
     batch-averaged) stops the optimizer from pushing a dimension's KL below it (Kingma et al.
     2016). Neither changes the reported bounds."""
 
-    latent_dim: int = 16
-    hidden_channels: int = 32
-    num_blocks: int = 1
-    dropout: float = 0.2
-    beta: float = 1.0
-    free_bits: float = 0.0
-    decoder: str = "categorical"
+    latent_dim: int = 16  # dimensions of the Gaussian latent z
+    hidden_channels: int = 32  # feature maps of the convolutional encoder and decoder
+    num_blocks: int = 1  # residual blocks of the encoder and of the decoder
+    dropout: float = 0.2  # dropout probability in the encoder and decoder
+    beta: float = 1.0  # weight of the KL term in training (beta-VAE); the reported bounds use 1
+    free_bits: float = 0.0  # nats per latent dimension below which the KL is not pushed (Kingma et al. 2016)
+    decoder: Decoder = "categorical"  # p(x | z): a K-way softmax per sub-pixel, or a discretized logistic
 
     def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise GenzooError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
+        check_choices(self)
         for name in ("latent_dim", "hidden_channels", "num_blocks"):
             check_positive(getattr(self, name), name)
         check_range(self.dropout, "dropout", 0.0, 0.99)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +42,23 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import psnr, widen
 from ...nn.pointwise import Conv1x1
-from ...nn.quantize import UPDATES, Quantized, VectorQuantizer
+from ...nn.quantize import Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
-from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import (
+    Figure,
+    ImageRows,
+    LikelihoodModel,
+    LogLikelihood,
+    check_choices,
+    check_positive,
+    check_range,
+    check_temperature,
+)
 from .ae import evaluating
 
 STAGES = ("autoencoder", "prior")
+CodebookUpdate = Literal["ema", "loss"]  # moving averages (a buffer) or a codebook loss (a parameter)
 
 
 def auto_downsamples(height: int, width: int) -> int:
@@ -86,15 +96,18 @@ class VQVAEConfig:
     Fields left out keep PriorConfig's defaults.
     """
 
-    hidden_channels: int = 64
-    num_blocks: int = 2
-    downsamples: int = -1
-    num_codes: int = 32
-    code_dim: int = 16
-    codebook_update: str = "ema"
-    commitment: float = 0.25
-    decay: float = 0.99
+    hidden_channels: int = 64  # feature maps of the encoder and decoder
+    num_blocks: int = 2  # residual blocks of the encoder and of the decoder
+    downsamples: int = -1  # halvings from the image to the code grid; -1 chooses from the image size
+    num_codes: int = 32  # codebook size K_z
+    code_dim: int = 16  # dimensions of each code vector
+    # codebook by moving averages (a buffer) or by a codebook loss (a parameter)
+    codebook_update: CodebookUpdate = "ema"
+    commitment: float = 0.25  # weight beta of the commitment loss
+    decay: float = 0.99  # moving-average decay of the EMA codebook
+    # codes used by fewer vectors per batch (moving average) restart at encoder outputs; 0: never
     restart_threshold: float = 1.0
+    # the autoregressive prior over codes, as JSON: '{"family": "gated-pixelcnn"}' (omitted fields keep defaults)
     prior: PriorConfig = field(default_factory=PriorConfig)
 
     def __post_init__(self) -> None:
@@ -104,8 +117,7 @@ class VQVAEConfig:
             raise GenzooError(f"num_codes must be at least 2, got {self.num_codes!r}.")
         if self.downsamples < -1:
             raise GenzooError(f"downsamples must be -1 (from the image size) or at least 0, got {self.downsamples!r}.")
-        if self.codebook_update not in UPDATES:
-            raise GenzooError(f"codebook_update must be one of {', '.join(UPDATES)}, got {self.codebook_update!r}.")
+        check_choices(self)
         check_positive(self.commitment, "commitment", allow_zero=True)
         check_range(self.decay, "decay", 0.0, 0.9999)
         check_positive(self.restart_threshold, "restart_threshold", allow_zero=True)

@@ -35,9 +35,9 @@ class VQVAE2Config(VQVAEConfig):
     """As VQVAEConfig, for both levels; `prior` is the top prior. The bottom prior p(bottom | top)
     is a ConditionalPixelCNN, sized by the bottom_prior_* fields."""
 
-    bottom_prior_channels: int = 64
-    bottom_prior_blocks: int = 4
-    bottom_prior_dropout: float = 0.1
+    bottom_prior_channels: int = 64  # feature maps of the bottom prior p(bottom | top)
+    bottom_prior_blocks: int = 4  # residual blocks of the bottom prior
+    bottom_prior_dropout: float = 0.1  # dropout probability of the bottom prior
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -30,7 +30,7 @@ from ...functional import widen
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
 from ...nn.pointwise import Conv1x1
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
 from .cached import GatedPixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
@@ -46,13 +46,13 @@ class GatedPixelCNNConfig:
     num_classes: 0 for an unconditional model, else the number of class labels it is conditioned on.
     """
 
-    hidden_channels: int = 48
-    num_layers: int = 10
-    first_kernel_size: int = 7
-    kernel_size: int = 3
-    output_hidden: int = 128
-    dropout: float = 0.3
-    num_classes: int = 0
+    hidden_channels: int = 48  # feature maps of the vertical and horizontal stacks
+    num_layers: int = 10  # gated layers (each a vertical and a horizontal convolution)
+    first_kernel_size: int = 7  # kernel of the first, masked layer (odd)
+    kernel_size: int = 3  # kernel of the gated layers (odd)
+    output_hidden: int = 128  # width of the 1x1 output layers before the K-way softmax
+    dropout: float = 0.3  # dropout probability inside each gated layer
+    num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_layers", "first_kernel_size", "kernel_size", "output_hidden"):
@@ -199,13 +199,9 @@ class GatedPixelCNN(LikelihoodModel):
             labels = (torch.full((n,), label, dtype=torch.long) if label is not None
                       else torch.arange(n) % self.config.num_classes)
         labels = self.check_labels(labels, n)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             if cache:
                 stepper = GatedPixelCNNStepper(self, labels)
                 return cached_ancestral_sample(stepper, n, self.spec.shape, temperature, generator, given, self.device)
             return ancestral_sample(lambda x, row: self._logits(x, labels), n, self.spec.shape, temperature,
                                     generator, given, self.device)
-        finally:
-            self.train(was_training)

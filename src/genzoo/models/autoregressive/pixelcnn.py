@@ -24,7 +24,7 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.masked import MaskedConv2d
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
 from .cached import PixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 
@@ -34,12 +34,12 @@ class PixelCNNConfig:
     """Features are split into one contiguous group per image channel (R, G, B), as evenly as the
     widths allow; hidden_channels and output_hidden must be at least the number of channels."""
 
-    hidden_channels: int = 96
-    num_blocks: int = 6
-    first_kernel_size: int = 15
-    kernel_size: int = 3
-    output_hidden: int = 128
-    dropout: float = 0.3
+    hidden_channels: int = 96  # feature maps of every masked layer
+    num_blocks: int = 6  # residual blocks of masked 1x1 -> kxk -> 1x1 convolutions (type B)
+    first_kernel_size: int = 15  # kernel of the first, type A masked convolution (odd)
+    kernel_size: int = 3  # kernel of the blocks' masked convolutions (odd)
+    output_hidden: int = 128  # width of the 1x1 output layers before the K-way softmax
+    dropout: float = 0.3  # dropout probability inside each residual block
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_blocks", "first_kernel_size", "kernel_size", "output_hidden"):
@@ -139,13 +139,9 @@ class PixelCNN(LikelihoodModel):
         n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             if cache:
                 return cached_ancestral_sample(PixelCNNStepper(self), n, self.spec.shape, temperature, generator,
                                                given, self.device)
             return ancestral_sample(lambda x, row: self._logits(x), n, self.spec.shape, temperature, generator,
                                     given, self.device)
-        finally:
-            self.train(was_training)

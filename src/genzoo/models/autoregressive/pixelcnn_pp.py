@@ -43,7 +43,7 @@ from ...nn.causal import (
 )
 from ...nn.init import data_dependent_init
 from ...nn.pointwise import Conv1x1
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
 from .common import check_given, sample_categorical
 
 
@@ -55,12 +55,12 @@ class PixelCNNPlusPlusConfig:
     training stable at learning rates up to 8e-3, where the plain initialization diverges at 4e-3;
     on digits at the default rate it ends 0.018 bits/dim worse, so it is off by default."""
 
-    hidden_channels: int = 64
-    num_resnet: int = 1
-    num_scales: int = 2
-    num_mixtures: int = 5
-    dropout: float = 0.5
-    data_init: bool = False
+    hidden_channels: int = 64  # feature maps of the gated ResNet blocks
+    num_resnet: int = 1  # gated ResNet blocks per resolution
+    num_scales: int = 2  # resolutions of the U-Net (each halves height and width)
+    num_mixtures: int = 5  # logistic components of the discretized mixture per pixel
+    dropout: float = 0.5  # dropout probability inside each gated ResNet block
+    data_init: bool = False  # initialize the weights from the training data before the first step
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_resnet", "num_scales", "num_mixtures"):
@@ -132,12 +132,8 @@ class PixelCNNPlusPlus(LikelihoodModel):
         """Data-dependent initialization on levels x (B, C, H, W), with dropout off; see the module
         docstring. With `data_init`, training calls it through `prepare`."""
         residual_ends = [m.conv_out for m in self.modules() if isinstance(m, GatedResnet)]
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             data_dependent_init(self, lambda: self.params(x), small=residual_ends)
-        finally:
-            self.train(was_training)
         if self.config.data_init:
             self.initialized.fill_(1)
 
@@ -271,9 +267,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
             known = given >= 0
             x = torch.where(known, given, x)
         m = 2 ** (self.config.num_scales - 1)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             for i in range(H):
                 rows = min(H, math.ceil((i + 1) / m) * m) if cache else H
                 for j in range(W):
@@ -289,5 +283,3 @@ class PixelCNNPlusPlus(LikelihoodModel):
                             draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
                         x[:, c, i, j] = draw
             return x
-        finally:
-            self.train(was_training)

@@ -21,7 +21,7 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import float32
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range
+from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, eval_mode
 from .ode import change_of_variables
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -32,12 +32,12 @@ class UNetFields:
     """The U-Net of every diffusion-family model (nn/unet.py): base width, width multipliers per
     resolution, residual blocks per resolution, the resolutions with attention, heads, dropout."""
 
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (4,)
-    num_heads: int = 1
-    dropout: float = 0.1
+    base_channels: int = 32  # feature maps of the U-Net's first resolution
+    channel_mults: tuple[int, ...] = (1, 2)  # width multiplier of each resolution, comma-separated (e.g. 1,2)
+    num_res_blocks: int = 1  # residual blocks per resolution
+    attention_resolutions: tuple[int, ...] = (4,)  # resolutions (image sides) with self-attention, comma-separated
+    num_heads: int = 1  # heads of each self-attention layer
+    dropout: float = 0.1  # dropout probability in the residual blocks
 
     def __post_init__(self) -> None:
         for name in ("base_channels", "num_res_blocks", "num_heads"):
@@ -57,10 +57,11 @@ class UNetConfig(UNetFields):
     likelihood is solved: exact divergence up to exact_divergence_max_dims dimensions; validation by
     RK4 with validation_steps steps; log_likelihood by RK45 with ode_rtol and ode_atol."""
 
+    # the ODE likelihood takes the exact divergence up to this many dimensions, else Hutchinson's
     exact_divergence_max_dims: int = 16
-    validation_steps: int = 10
-    ode_rtol: float = 1e-5
-    ode_atol: float = 1e-5
+    validation_steps: int = 10  # RK4 steps of the validation estimate of the ODE likelihood
+    ode_rtol: float = 1e-5  # relative tolerance of the RK45 solver of log_likelihood
+    ode_atol: float = 1e-5  # absolute tolerance of the RK45 solver of log_likelihood
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,13 +113,9 @@ class ContinuousTimeModel(LikelihoodModel):
             raise GenzooError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}.")
         if divergence == "auto":
             divergence = "exact" if self.spec.dims <= self.config.exact_divergence_max_dims else "hutchinson"
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             y = self.dequantize(x, generator)
             z, delta, _ = change_of_variables(field, y, t0, t1, divergence, method, steps, rtol, atol, generator)
-        finally:
-            self.train(was_training)
         return LogLikelihood(prior_log_prob(z) + delta + self.spec.dims * math.log(self.bin_width), "lower_bound")
 
     @torch.no_grad()

@@ -29,8 +29,9 @@ with the discretized Gaussian decoder: bins of width 2/(K-1) in [-1, 1], edges t
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_positive, check_range
+from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_choices, check_positive, check_range, eval_mode
 from . import samplers
 from .continuous import UNetFields
 
@@ -50,9 +51,11 @@ from .schedules import (alpha_bar_of, clipped_log, discretized_gaussian_log_like
                         q_sample)
 # isort: on
 
-VARIANCES = ("fixed_small", "fixed_large", "learned")
-PREDICTIONS = ("eps", "levels")
-OBJECTIVES = ("simple", "hybrid", "vlb")
+Variance = Literal["fixed_small", "fixed_large", "learned"]
+Prediction = Literal["eps", "levels"]
+Objective = Literal["simple", "hybrid", "vlb"]
+Schedule = Literal["linear", "cosine"]
+VARIANCES, PREDICTIONS = typing.get_args(Variance), typing.get_args(Prediction)
 
 
 class GaussianDiffusion(nn.Module):
@@ -172,15 +175,16 @@ class DDPMConfig(UNetFields):
     or "vlb" (the bound alone); the last two need a learned variance.
     """
 
-    timesteps: int = 1000
-    prediction: str = "eps"
-    schedule: str = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    variance: str = "fixed_small"
-    objective: str = "simple"
-    vlb_weight: float = 0.001
-    validation_terms: int = 50
+    timesteps: int = 1000  # diffusion steps T
+    prediction: Prediction = "eps"  # what the U-Net predicts: the noise eps, or x_0 as a categorical over the K levels
+    schedule: Schedule = "linear"  # beta schedule: linear from beta_start to beta_end, or cosine
+    beta_start: float = 1e-4  # beta_1 of the linear schedule
+    beta_end: float = 0.02  # beta_T of the linear schedule
+    # reverse variance: beta-tilde, beta, or learned (needed by the hybrid and vlb objectives)
+    variance: Variance = "fixed_small"
+    objective: Objective = "simple"  # L_simple, L_simple + vlb_weight * L_vlb (hybrid), or the bound alone (vlb)
+    vlb_weight: float = 0.001  # weight of L_vlb in the hybrid objective
+    validation_terms: int = 50  # bound terms of the validation estimate (a random offset per image)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -188,16 +192,9 @@ class DDPMConfig(UNetFields):
             check_positive(getattr(self, name), name)
         if self.timesteps < 2:
             raise GenzooError(f"timesteps must be at least 2, got {self.timesteps}.")
-        if self.schedule not in ("linear", "cosine"):
-            raise GenzooError(f"schedule must be linear or cosine, got {self.schedule!r}.")
+        check_choices(self)
         check_range(self.beta_start, "beta_start", 1e-8, 0.999)
         check_range(self.beta_end, "beta_end", self.beta_start, 0.999)
-        if self.prediction not in PREDICTIONS:
-            raise GenzooError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}.")
-        if self.variance not in VARIANCES:
-            raise GenzooError(f"variance must be one of {', '.join(VARIANCES)}, got {self.variance!r}.")
-        if self.objective not in OBJECTIVES:
-            raise GenzooError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}.")
         if self.objective != "simple" and self.variance != "learned":
             raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
@@ -222,7 +219,7 @@ class DDPM(LikelihoodModel):
                         config.channel_mults, config.num_res_blocks, config.attention_resolutions, config.dropout,
                         config.num_heads)
 
-    # -- the contract of DESIGN.md for diffusion ---------------------------------------------
+    # -- the contract (models/base.py) for diffusion ---------------------------------------------
     @property
     def betas(self) -> Tensor:
         """beta_t, (T,), float64; index t is the lecture's step t + 1."""
@@ -321,9 +318,7 @@ class DDPM(LikelihoodModel):
         """
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise GenzooError(f"stride must be a positive integer, got {stride!r}.")
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             T = self.process.timesteps
             if stride == 1:
                 terms = self.bound_terms(x, torch.arange(T - 1, -1, -1), generator).sum(1)
@@ -334,8 +329,6 @@ class DDPM(LikelihoodModel):
                 kl = (self.bound_terms(x, ts.clamp(max=T - 1), generator) * kept).sum(1) * (T - 1) / kept.sum(1)
                 terms = kl + self.bound_terms(x, torch.zeros(1, dtype=torch.long), generator)[:, 0]
             nats = -(terms + self.process.prior_kl(self.to_model_space(x)))
-        finally:
-            self.train(was_training)
         return LogLikelihood(nats, "lower_bound")
 
     @torch.no_grad()
@@ -367,12 +360,8 @@ class DDPM(LikelihoodModel):
             raise GenzooError(f"eta must be a non-negative number, got {eta!r}.")
         if sampler == "ancestral" and steps not in (None, T):
             raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             x0, nfe = samplers.discrete(self.process, self.net, sampler, (n, *self.spec.shape), steps or min(50, T),
                                         eta, generator, clip, self.device, self._dtype())
-        finally:
-            self.train(was_training)
         self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(x0, self.spec.levels)

@@ -28,7 +28,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import LogLikelihood, SampleStats, check_positive, check_range
+from ..base import LogLikelihood, SampleStats, check_positive, check_range, eval_mode
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
 from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
@@ -48,9 +48,9 @@ class FlowMatchingConfig(UNetConfig):
     dropped with probability label_dropout in training (classifier-free guidance); sample_steps: the
     default steps of the fixed-step samplers. The U-Net and ODE settings are continuous.py's UNetConfig."""
 
-    num_classes: int = 0
-    label_dropout: float = 0.1
-    sample_steps: int = 25
+    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
+    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
+    sample_steps: int = 25  # default steps of the fixed-step samplers
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,9 +153,7 @@ class FlowMatching(ContinuousTimeModel):
         shape, dtype = (n, *self.spec.shape), self._dtype()
         per_call = 2 if labels is not None and guidance != 1.0 else 1
         t = torch.linspace(0.0, 1.0, (steps or self.config.sample_steps) + 1, dtype=torch.float64).tolist()
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             x0 = torch.randn(shape, generator=generator, device=self.device, dtype=dtype)
 
             def v_at(x: Tensor, ti: float) -> Tensor:
@@ -169,7 +167,5 @@ class FlowMatching(ContinuousTimeModel):
             else:
                 solve = euler if sampler == "euler" else heun
                 y, nfe = solve(lambda x, i: v_at(x, t[i]), x0, t)
-        finally:
-            self.train(was_training)
         self._sample_stats = SampleStats(sampler, nfe * per_call)
         return from_centered(y, self.spec.levels)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import LogLikelihood, SampleStats, check_positive, check_range
+from ..base import LogLikelihood, SampleStats, check_choices, check_positive, check_range, eval_mode
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS, change_of_variables, rk4, rk45
 from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, sigma_times
@@ -187,19 +187,19 @@ class ScoreSDEConfig(UNetConfig):
     and integrated from (eps in Song et al.); sample_steps: default steps of the pc/em samplers; the
     U-Net and the ODE likelihood's solver settings are continuous.py's UNetConfig."""
 
-    sde: str = "vp"
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    sigma_min: float = 0.01
-    sigma_max: float = 20.0
-    t_min: float = 1e-5
-    sample_eps: float = 1e-3
-    sample_steps: int = 1000
+    # variance preserving (beta_min, beta_max) or variance exploding (sigma_min, sigma_max)
+    sde: Literal["vp", "ve"] = "vp"
+    beta_min: float = 0.1  # beta(0) of the VP SDE
+    beta_max: float = 20.0  # beta(1) of the VP SDE
+    sigma_min: float = 0.01  # smallest noise level of the VE SDE
+    sigma_max: float = 20.0  # largest noise level of the VE SDE
+    t_min: float = 1e-5  # smallest time trained and integrated from (eps in Song et al.)
+    sample_eps: float = 1e-3  # time at which the samplers stop
+    sample_steps: int = 1000  # default steps of the pc and em samplers
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.sde not in ("vp", "ve"):
-            raise GenzooError(f"sde must be vp or ve, got {self.sde!r}.")
+        check_choices(self)
         for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps"):
             check_positive(getattr(self, name), name)
         if self.beta_max <= self.beta_min:
@@ -301,9 +301,7 @@ class ScoreSDE(ContinuousTimeModel):
             raise GenzooError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
         shape = (n, *self.spec.shape)
         kwargs = dict(generator=generator, device=self.device, dtype=self._dtype())
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             if sampler == "ode":
                 y, nfe = ode_sample(self.sde, self.score, shape, self.config.sample_eps, method, steps or 100, rtol,
                                     atol, **kwargs)
@@ -317,7 +315,5 @@ class ScoreSDE(ContinuousTimeModel):
                 m, s = self.sde.marginal(t)
                 x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
                 y, nfe = gaussian_path(sampler, self._x0_pred(t), x1, m.tolist() + [1.0], s.tolist() + [0.0])
-        finally:
-            self.train(was_training)
         self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(y, self.spec.levels)

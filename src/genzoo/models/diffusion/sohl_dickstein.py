@@ -30,10 +30,11 @@ from .ddpm import DDPM, DDPMConfig
 class SohlDicksteinConfig(DDPMConfig):
     """DDPM's config with a learned reverse variance and a bound-based objective."""
 
-    prediction: str = "levels"
+    prediction: str = "levels"  # what the U-Net predicts: the noise eps, or x_0 as a categorical over the K levels
+    # reverse variance: beta-tilde, beta, or learned (needed by the hybrid and vlb objectives)
     variance: str = "learned"
-    objective: str = "hybrid"
-    vlb_weight: float = 0.001
+    objective: str = "hybrid"  # L_simple, L_simple + vlb_weight * L_vlb (hybrid), or the bound alone (vlb)
+    vlb_weight: float = 0.001  # weight of L_vlb in the hybrid objective
 
     def __post_init__(self) -> None:
         super().__post_init__()

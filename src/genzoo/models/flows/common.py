@@ -25,7 +25,7 @@ logit(alpha)) there), so the bound holds; `log_likelihood` has kind "lower_bound
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,9 +35,10 @@ from ...data.transforms import dequantize, from_unit
 from ...errors import GenzooError
 from ...functional import float32, standard_normal_log_prob
 from ...nn.flow_layers import Split
-from ..base import Figure, LikelihoodModel, LogLikelihood, check_temperature
+from ..base import Figure, LikelihoodModel, LogLikelihood, check_choices, check_temperature
 
-PREPROCESS = ("logit", "centered")
+Preprocess = Literal["logit", "centered"]  # logit(alpha + (1 - 2 alpha) v), or v - 1/2
+ScaleFn = Literal["tanh", "sigmoid"]
 
 
 def count_halvings(height: int, width: int) -> int:
@@ -48,9 +49,9 @@ def count_halvings(height: int, width: int) -> int:
     return n
 
 
-def check_preprocess(preprocess: str, alpha: float) -> None:
-    if preprocess not in PREPROCESS:
-        raise GenzooError(f"preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}.")
+def check_preprocess(config: Any, alpha: float) -> None:
+    """The choices of a flow's config (preprocess, scale_fn, ...) and alpha in (0, 1/2)."""
+    check_choices(config)
     if not 0 < alpha < 0.5:
         raise GenzooError(f"alpha must be between 0 and 0.5 (exclusive), got {alpha!r}.")
 

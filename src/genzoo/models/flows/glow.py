@@ -19,31 +19,29 @@ from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.flow_layers import ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU, Split, Squeeze
 from ..base import check_positive
-from .common import FlowModel, check_preprocess, count_halvings
+from .common import FlowModel, Preprocess, ScaleFn, check_preprocess, count_halvings
 
 
 @dataclass(frozen=True)
 class GlowConfig:
     """num_levels at 0 chooses itself from the data shape: min(3, number of possible squeezes), at least 1."""
 
-    hidden_channels: int = 64
+    hidden_channels: int = 64  # feature maps of each coupling's s, t network
     num_blocks: int = 1            # residual blocks in each coupling's s, t network
-    num_levels: int = 0
-    steps_per_level: int = 8
+    num_levels: int = 0  # levels (squeeze, steps, split); 0: min(3, number of possible squeezes), at least 1
+    steps_per_level: int = 8  # flow steps (actnorm, 1x1 convolution, coupling) per level
     lu: bool = True                # LU-decomposed 1x1 convolutions (O(C) log-det) or plain ones
     learn_prior: bool = True       # learned split and top priors; else N(0, I) for every latent
-    scale_fn: str = "sigmoid"      # bounded log-scale: "sigmoid" (Glow) or "tanh"
-    preprocess: str = "logit"      # "logit" or "centered" (v - 1/2)
-    alpha: float = 0.05
+    scale_fn: ScaleFn = "sigmoid"      # bounded log-scale: "sigmoid" (Glow) or "tanh"
+    preprocess: Preprocess = "logit"      # "logit" or "centered" (v - 1/2)
+    alpha: float = 0.05  # the logit preprocessing's margin: logit(alpha + (1 - 2 alpha) v)
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "steps_per_level"):
             check_positive(getattr(self, name), name)
         for name in ("num_blocks", "num_levels"):
             check_positive(getattr(self, name), name, allow_zero=True)
-        if self.scale_fn not in ("tanh", "sigmoid"):
-            raise GenzooError(f"scale_fn must be 'tanh' or 'sigmoid', got {self.scale_fn!r}.")
-        check_preprocess(self.preprocess, self.alpha)
+        check_preprocess(self, self.alpha)
 
 
 class Glow(FlowModel):

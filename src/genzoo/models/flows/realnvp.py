@@ -15,39 +15,36 @@ the layout of z, the dequantized lower bound) are in genzoo.models.flows.common.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.flow_layers import AffineCoupling, Split, Squeeze
 from ..base import check_positive
-from .common import FlowModel, check_preprocess, count_halvings
+from .common import FlowModel, Preprocess, ScaleFn, check_preprocess, count_halvings
 
 
 @dataclass(frozen=True)
 class RealNVPConfig:
     """num_scales and final_couplings at 0 choose themselves from the data shape."""
 
-    hidden_channels: int = 64
+    hidden_channels: int = 64  # feature maps of each coupling's s, t network
     num_blocks: int = 1            # residual blocks in each coupling's s, t network
     num_scales: int = 0            # 0: min(3, number of possible squeezes + 1)
     couplings_per_scale: int = 3   # before the squeeze (checkerboard) and again after it (channel)
     final_couplings: int = 0       # 0: 4 on images, 8 on single-pixel (2-D toy) data
-    scale_fn: str = "tanh"         # bounded log-scale: "tanh" (learned scale * tanh) or "sigmoid"
-    checkerboard: str = "masked"   # "masked" (full-resolution net) or "squeezed" (net on the kept half; even sizes)
-    preprocess: str = "logit"      # "logit" or "centered" (v - 1/2)
-    alpha: float = 0.05
+    scale_fn: ScaleFn = "tanh"         # bounded log-scale: "tanh" (learned scale * tanh) or "sigmoid"
+    # "masked" (full-resolution net) or "squeezed" (net on the kept half; even sizes)
+    checkerboard: Literal["masked", "squeezed"] = "masked"
+    preprocess: Preprocess = "logit"      # "logit" or "centered" (v - 1/2)
+    alpha: float = 0.05  # the logit preprocessing's margin: logit(alpha + (1 - 2 alpha) v)
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "couplings_per_scale"):
             check_positive(getattr(self, name), name)
         for name in ("num_blocks", "num_scales", "final_couplings"):
             check_positive(getattr(self, name), name, allow_zero=True)
-        if self.scale_fn not in ("tanh", "sigmoid"):
-            raise GenzooError(f"scale_fn must be 'tanh' or 'sigmoid', got {self.scale_fn!r}.")
-        if self.checkerboard not in ("masked", "squeezed"):
-            raise GenzooError(f"checkerboard must be 'masked' or 'squeezed', got {self.checkerboard!r}.")
-        check_preprocess(self.preprocess, self.alpha)
+        check_preprocess(self, self.alpha)
 
 
 class RealNVP(FlowModel):
