@@ -80,18 +80,69 @@ def remove_temporary_files(directory: str | Path) -> list[Path]:
     return removed
 
 
+def refuse_links(directory: str | Path, names: Any) -> None:
+    """Refuse, in one sentence naming the entry, a directory whose entries `names` (files or folders
+    genzoo writes or deletes there) are symbolic links: a link would let a write or a clean-up reach
+    files outside the directory."""
+    directory = Path(directory)
+    for name in names:
+        if os.path.islink(directory / name):
+            raise GenzooError(f"{str(directory / name)!r} is a symbolic link; genzoo writes only its own files in "
+                              f"{str(directory)!r}, never through a link (remove the link or choose another directory).")
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+MAX_JSON_BYTES = 16 << 20   # a config, a run record or a state is a few kilobytes
+MAX_JSON_DEPTH = 32         # genzoo's own files nest 4 deep
+MAX_JSON_DIGITS = 24        # integers up to 10^24: seeds and sizes are far below
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _depth(obj: Any) -> int:
+    """How deeply `obj` nests lists and objects, without recursion."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """JSON from a file genzoo reads, within limits on size, nesting depth and integer length checked
+    before any field is: one sentence naming `where` otherwise."""
+    if len(text) > MAX_JSON_BYTES:
+        raise GenzooError(f"{where} is {len(text):,} bytes; genzoo reads at most {MAX_JSON_BYTES:,} of JSON.")
+    try:
+        obj = json.loads(text, parse_int=_int)
+    except RecursionError:
+        raise GenzooError(f"{where} nests deeper than genzoo reads ({MAX_JSON_DEPTH} levels).") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        detail = f"at {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise GenzooError(f"{where} is not valid JSON ({type(e).__name__} {detail}).") from None
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise GenzooError(f"{where} nests deeper than genzoo reads ({MAX_JSON_DEPTH} levels).")
+    return obj
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise GenzooError(f"{what} {str(path)!r} does not exist.")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenzooError(f"{what} {str(path)!r} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')}).") from e
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise GenzooError(f"{what} {str(path)!r} is {size:,} bytes; genzoo reads at most {MAX_JSON_BYTES:,} of JSON.")
+    return parse_json(path.read_bytes(), f"{what} {str(path)!r}")
 
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -231,6 +282,10 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     meta = read_json(directory / CONFIG_FILE, "checkpoint config")
     if not isinstance(meta, dict) or not {"model", "config", "spec"} <= set(meta):
         raise GenzooError(f"{str(directory / CONFIG_FILE)!r} is not a genzoo checkpoint config (needs model, config and spec).")
+    for key, kind, what in (("model", str, "a model name"), ("config", dict, "an object"), ("spec", dict, "an object"),
+                            ("run", dict, "an object")):
+        if key in meta and not isinstance(meta[key], kind):
+            raise GenzooError(f"{str(directory / CONFIG_FILE)!r}: its {key!r} must be {what}, got {meta[key]!r:.60}.")
     return meta
 
 

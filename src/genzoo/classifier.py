@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import data as datasets
-from .checkpoint import atomic_write_json, load_tensors, read_json, save_tensors
+from .checkpoint import atomic_write_json, load_tensors, read_json, refuse_links, save_tensors
 from .data.spec import Dataset, DataSpec
 from .errors import GenzooError
 
@@ -123,6 +123,8 @@ def load_classifier(name: str, root: str | None = None, progress: bool = False) 
     """The classifier of dataset `name` and its record, from the cache, or trained once and cached."""
     train = datasets.load(name, "train", root)
     folder = cache_dir() / "classifiers" / f"{_data_key(train)}-s{recipe()['steps']}"
+    refuse_links(folder.parent, [folder.name])
+    refuse_links(folder, ("classifier.json", "classifier.safetensors"))
     if (folder / "classifier.json").is_file():
         record = read_json(folder / "classifier.json", "classifier record")
         net = FeatureNet(train.spec, int(record["classes"]))

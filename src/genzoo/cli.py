@@ -26,7 +26,7 @@ import torch
 
 from . import __version__, checkpoint, data, registry
 from .data.spec import DataSpec
-from .errors import GenzooError, Interrupted, require
+from .errors import GenzooError, Interrupted, out_of_memory, require
 from .flags import Parser, flag, option_flags, route
 from .models.base import GenerativeModel
 from .train_command import cmd_train
@@ -232,8 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except MemoryError:
-        _error("genzoo: error: out of memory; try a smaller --batch-size or model.")
+    except (MemoryError, RuntimeError) as e:
+        message = out_of_memory(e)
+        if message is None:
+            raise  # a bug in genzoo: its traceback
+        _error(f"genzoo: error: {message}")
         return 2
     except OSError as e:
         where = f" {e.filename!r}" if getattr(e, "filename", None) else ""

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         raise GenzooError(f"--samples must be at least 4, got {args.samples}.")
     options = sample_options(args.sample_options)
     out = Path(args.out or f"runs/compare-{args.data}")
+    if out.is_dir():  # compare writes only its own entries, never through a link
+        checkpoint.refuse_links(out, sorted(p.name for p in out.iterdir()))
     rows: list[dict[str, Any]] = []
     t_all = time.time()
     if args.runs:

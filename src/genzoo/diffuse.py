@@ -23,6 +23,7 @@ from .data.transforms import from_centered, to_centered
 from .errors import GenzooError
 from .functional import standard_normal_log_prob
 from .models.diffusion.schedules import alpha_bar_of, make_betas, q_sample
+from .registry import check_seed
 
 BOX = 3.5  # half-width of the 2-D panels in model space
 
@@ -159,6 +160,7 @@ def run(args: Any) -> int:
         raise GenzooError(f"--timesteps must be at least 2, got {args.timesteps}.")
     if args.n < 1 or args.points < 1:
         raise GenzooError("--n and --points must be positive.")
+    check_seed(args.seed)
     try:
         betas = make_betas(args.schedule, args.timesteps, args.beta_start, args.beta_end)
     except ValueError as e:

@@ -53,8 +53,29 @@ def init_from_env(device: torch.device) -> torch.device:
     if not active():
         if "MASTER_ADDR" not in os.environ:
             raise GenzooError("WORLD_SIZE is set but MASTER_ADDR is not; start distributed training with torchrun.")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _attempt_store()
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=env_rank(), world_size=env_world_size())
     return device
+
+
+def _attempt_store() -> dist.Store | None:
+    """Under torchrun's restarts (--max-restarts), the rendezvous store of this attempt alone.
+
+    torchrun keeps one store across the attempts of a job; the process group's keys (each rank's
+    address) written by an attempt that was killed stay there, and a restarted rank that reads one
+    of them before it is overwritten waits on a dead address. Keys under a prefix per attempt
+    (TORCHELASTIC_RESTART_COUNT) cannot be stale. None outside torchelastic: torch's own env://."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        return None
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), env_world_size(),
+                          is_master=env_rank() == 0 and not agent_hosts, wait_for_workers=False)
+    return dist.PrefixStore(f"genzoo/attempt{restart}", store)
 
 
 def active() -> bool:

@@ -16,6 +16,22 @@ class Interrupted(GenzooError):
 INSTALL = "python3 -m pip install -c constraints.txt -e ."
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """One sentence for an allocation that failed (torch's CPU and CUDA allocators raise RuntimeErrors,
+    Python a MemoryError), with the size asked for where the allocator says it; None for other errors."""
+    import re
+
+    text = str(error)
+    if not isinstance(error, MemoryError) and not re.search(r"out of memory|can't allocate memory|not enough memory",
+                                                            text, re.IGNORECASE):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = (f"{int(asked.group(1)) / 2 ** 30:.2f} GiB" if asked else
+            (re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text) or [None, None])[1])
+    return ("out of memory" + (f": one allocation asked for {size}" if size else "") +
+            "; try a smaller --batch-size (or --val-batch-size), or a smaller model.")
+
+
 def require(modules: tuple[str, ...], command: str, install: str = INSTALL) -> None:
     """Refuse, in one sentence with the install command, to start `command` when a module it
     needs does not import: checked when the command starts, never after its work."""

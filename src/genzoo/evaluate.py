@@ -52,8 +52,15 @@ def log_likelihood_batched(model: GenerativeModel, x: Tensor, batch_size: int = 
                            progress: bool = False, **options: Any) -> LogLikelihood:
     """model.log_likelihood (or model.validation_nats) over `x` in batches; nats (N,) float64 on the CPU.
     `labels` go to class-conditional models (num_classes > 0); `progress` shows a bar over batches."""
+    if not isinstance(model, GenerativeModel):
+        raise GenzooError(f"model must be a genzoo model (genzoo.create or genzoo.load), got {type(model).__name__}.")
     if not model.has_likelihood:
         raise GenzooError(f"model {model.name!r} has no likelihood.")
+    x = model.spec.check(x, "x")  # the one check of images (numpy arrays and any integer dtype are converted)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GenzooError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != (len(x),)):
+        raise GenzooError(f"labels must be a tensor of {len(x)} class indices, one per image.")
     fn = model.log_likelihood if objective == "log_likelihood" else model.validation_nats
     if model.num_classes > 0 and labels is None:
         raise GenzooError(f"model {model.name!r} is conditioned on classes; the data must have labels.")

@@ -42,7 +42,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [checkpoint.parse_json(line, f"a line of {str(path)!r}") for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def curves_png(runs: dict[str, list[dict[str, Any]]]) -> bytes | None:
@@ -186,6 +187,7 @@ def write_compare_report(out: Path, protocol: dict[str, Any], rows: list[dict[st
                          baselines: list[dict[str, Any]]) -> dict[str, Path]:
     """results.json, report.md and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint.refuse_links(out, ("results.json", "report.md", "report.html"))
     images = {r["model"]: Path(r["samples_png"]).read_bytes() for r in rows if r.get("samples_png")}
     curves = curves_png({r["model"]: read_metrics(r["run"]) for r in rows if r.get("run")})
     paths = {"json": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}
@@ -226,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir)
     text, md = model_card(run_dir)
     out = Path(args.out) if args.out else run_dir
+    checkpoint.refuse_links(out, ("report.html", "report.md"))
     checkpoint.atomic_write_bytes(out / "report.html", text.encode())
     checkpoint.atomic_write_bytes(out / "report.md", md.encode())
     print(f"wrote {out / 'report.html'} and {out / 'report.md'}")

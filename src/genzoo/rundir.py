@@ -18,6 +18,7 @@ checks them and refuses, in one sentence, a set that does not belong together. N
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -37,6 +38,8 @@ STATE_DIR = "last"
 STATE_FILE = "state.json"
 PARTS = ("model", "ema", "optimizer", "rng")
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "summary.json")
+# every entry a run writes or deletes in its directory; none may be a symbolic link
+ENTRIES = (".lock", STATE_DIR, "samples", "samples.png", *RUN_FILES)
 # A test hook: GENZOO_TEST_KILL_AT=POINT kills the process (SIGKILL) when a state write reaches POINT;
 # with GENZOO_TEST_KILL_ONCE=FILE only the first time (the file records it), as a restarted job sees.
 KILL_POINTS = ("after_model", "after_ema", "after_optimizer", "after_rng", "after_state", "after_cleanup")
@@ -109,7 +112,12 @@ class RunDirectory:
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            f = open(self.path / ".lock", "a+")
+            checkpoint.refuse_links(self.path, ENTRIES)
+            for sub in (STATE_DIR, "samples"):  # what a run writes or deletes inside its folders
+                if (self.path / sub).is_dir():
+                    checkpoint.refuse_links(self.path / sub, [p.name for p in (self.path / sub).iterdir()])
+            # O_NOFOLLOW: a link swapped in for the lock is refused, never written through
+            f = os.fdopen(os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
         except OSError as e:
             raise GenzooError(f"cannot write the run directory {str(self.path)!r}: {e.strerror or e}.") from e
         try:
@@ -122,10 +130,15 @@ class RunDirectory:
                 raise GenzooError(f"{str(self.path)!r} is being written by a running genzoo process ({holder}); "
                                   "wait for it to end or choose another --out.") from None
             raise
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}\n")
+            f.flush()
+        except OSError as e:
+            with contextlib.suppress(OSError):  # closing flushes again, and fails again on a full disk
+                f.close()
+            raise GenzooError(f"cannot write {str(self.path / '.lock')!r}: {e.strerror or e}.") from e
         self._lock = f
 
     def unlock(self) -> None:
@@ -255,8 +268,8 @@ class RunDirectory:
         kept = []
         for line in (self.path / "metrics.jsonl").read_text().splitlines():
             try:
-                if json.loads(line).get("global_step", 0) <= last_step:
+                if checkpoint.parse_json(line, "a metrics line").get("global_step", 0) <= last_step:
                     kept.append(line)
-            except (json.JSONDecodeError, AttributeError):
+            except (GenzooError, AttributeError, TypeError):  # not a row genzoo wrote: dropped
                 continue
         checkpoint.atomic_write_bytes(self.path / "metrics.jsonl", ("\n".join(kept) + "\n" if kept else "").encode())

@@ -39,8 +39,8 @@ Methods (those marked * must be defined; the rest have working defaults):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-import math
 import typing
 from contextlib import contextmanager
 from typing import Any, ClassVar, Iterator, Literal, NamedTuple
@@ -111,6 +111,19 @@ class Option(NamedTuple):
     method: str
 
 
+# Hooks whose images `x` pass through `check_input` before the model's own code sees them, whoever calls them.
+CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats")
+
+
+def _checking_input(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def checked(self: "GenerativeModel", x: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(self, self.check_input(x), *args, **kwargs)
+
+    checked._checks_input = True  # type: ignore[attr-defined]
+    return checked
+
+
 class GenerativeModel(nn.Module):
     """Base class of every model: holds `spec` and the frozen `config`, declares the hooks."""
 
@@ -128,6 +141,10 @@ class GenerativeModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for hook in CHECKED_HOOKS:  # one validation path for the images every public entry takes
+            fn = cls.__dict__.get(hook)
+            if callable(fn) and not getattr(fn, "_checks_input", False):
+                setattr(cls, hook, _checking_input(fn))
         if "description" not in cls.__dict__:
             doc = (cls.__dict__.get("__doc__") or "").strip()
             cls.description = doc.splitlines()[0] if doc else ""
@@ -286,7 +303,15 @@ def check_range(value: float, name: str, lo: float, hi: float) -> None:
         raise GenzooError(f"{name} must be between {lo} and {hi}, got {value!r}.")
 
 
-def check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise GenzooError(f"temperature must be a positive finite number, got {temperature!r}.")
+TEMPERATURES = (1e-4, 100.0)  # dividing logits: from the argmax to near-uniform
+LATENT_TEMPERATURES = (0.0, 100.0)  # scaling a latent's standard deviation: 0 draws the mode
+
+
+def check_temperature(temperature: float, scales_latent: bool = False) -> float:
+    """A sampling temperature within its documented range: TEMPERATURES where it divides logits,
+    LATENT_TEMPERATURES where it scales a latent's standard deviation (beyond them samples are all
+    one level, or overflow)."""
+    lo, hi = LATENT_TEMPERATURES if scales_latent else TEMPERATURES
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not lo <= temperature <= hi:
+        raise GenzooError(f"temperature must be a number from {lo} to {hi}, got {temperature!r}.")
     return float(temperature)

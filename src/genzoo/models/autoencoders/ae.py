@@ -178,7 +178,7 @@ class AE(GenerativeModel):
         scales the standard deviation.
         """
         n = self.check_n(n)
-        T = check_temperature(temperature)
+        T = check_temperature(temperature, scales_latent=True)
         with evaluating(self):
             m, chol = self.code_distribution()
             eps = torch.randn(n, m.shape[0], generator=generator, dtype=m.dtype, device=m.device)

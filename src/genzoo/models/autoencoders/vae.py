@@ -182,7 +182,7 @@ class VAE(LikelihoodModel):
                greedy: bool = False) -> Tensor:
         """z ~ N(0, T^2 I), then x ~ p(x | z) per sub-pixel (the most probable level with `greedy`)."""
         n = self.check_n(n)
-        T = check_temperature(temperature)
+        T = check_temperature(temperature, scales_latent=True)
         with evaluating(self):
             dtype = self.encoder.input.weight.dtype
             z = T * torch.randn(n, self.config.latent_dim, generator=generator, dtype=dtype, device=self.device)

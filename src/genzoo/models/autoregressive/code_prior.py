@@ -74,8 +74,8 @@ class PriorConfig:
             return value
         if isinstance(value, str):
             try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
+                value = json.loads(value) if len(value) < 10_000 else None
+            except (ValueError, RecursionError):  # not JSON, a huge integer, or nested without end
                 raise GenzooError(f"prior must be a JSON object of prior fields, such as "
                                   f"'{{\"hidden_channels\": 32}}', got {value!r}.") from None
         if not isinstance(value, dict):

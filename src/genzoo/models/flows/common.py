@@ -203,7 +203,7 @@ class FlowModel(LikelihoodModel):
         """x = floor(K v), v = postprocess(decode(T * eps)), eps ~ N(0, I): temperature T scales every
         latent's standard deviation (Glow, section 5)."""
         n = self.check_n(n)
-        temperature = check_temperature(temperature)
+        temperature = check_temperature(temperature, scales_latent=True)
         z = torch.randn(n, self.spec.dims, generator=generator, dtype=self.dtype, device=self.device) * temperature
         return from_unit(self.postprocess(self.decode(z)), self.spec.levels)
 
