@@ -7,9 +7,13 @@
 2. Fuzz: `--inputs` randomly mutated files per reader (IDX raw and gzip, CIFAR binary and python
    batches, PNG, JPEG, safetensors, config.json); each must give a GenzooError or a valid result.
    Counts clean errors, valid reads and other exceptions, and the slowest input.
-3. Hostile inputs, each in a fresh process: peak memory (RSS) and time.
+3. Hostile inputs, each in a fresh process: peak memory (RSS) and time (hostile config.json files
+   among them: nesting 100,000 deep, a 5,000-digit integer, a model name that is a list, 16 MB).
+4. Links, API and command lines (reliability_inputs.py): randomly linked run directories, random
+   inputs to every model's public entries, random command lines.
 
-    python3 benchmarks/reliability.py [--kills 20] [--inputs 2000] [--seed 0] [--skip fuzz,hostile]
+    python3 benchmarks/reliability.py [--kills 20] [--inputs 2000] [--links 1000] [--api 60] [--commands 300]
+                                      [--seed 0] [--skip requeue,fuzz,hostile,links,api,cli]
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import reliability_inputs
 from common import REPO, emit, log, machine
 
 TRAIN = ["pixelcnn", "--hidden-channels", "8", "--num-blocks", "1", "--output-hidden", "8", "--first-kernel-size", "3",
@@ -194,6 +199,18 @@ HOSTILE = {
     "safetensors_header_1TB": "from genzoo.checkpoint import load_tensors; load_tensors(P / 'lie.safetensors')",
     "config_hidden_1e9": "import genzoo; genzoo.load(P / 'huge')",
     "config_hidden_90000": "import genzoo; genzoo.load(P / 'wide')",
+    "config_nesting_100000": "import genzoo; genzoo.load(P / 'nested')",
+    "config_integer_5000_digits": "import genzoo; genzoo.load(P / 'digits5000')",
+    "config_model_a_list": "import genzoo; genzoo.load(P / 'listed')",
+    "config_string_16MB": "import genzoo; genzoo.load(P / 'long')",
+    "config_1M_objects": "import genzoo; genzoo.load(P / 'objects')",
+}
+HOSTILE_CONFIGS = {
+    "nested": "[" * 100_000 + "]" * 100_000,
+    "digits5000": '{"model": "pixelcnn", "config": {"hidden_channels": ' + "9" * 5000 + '}, "spec": {}}',
+    "listed": '{"model": ["pixelcnn"], "config": {}, "spec": {}}',
+    "long": '{"model": "' + "x" * ((16 << 20) - 20) + '", "config": {}, "spec": {}}',
+    "objects": "[" + ",".join(["{}"] * 1_000_000) + "]",
 }
 
 
@@ -216,6 +233,9 @@ def hostile(work: Path) -> dict:
         meta = json.loads((work / name / "config.json").read_text())
         meta["config"]["hidden_channels"] = hidden
         (work / name / "config.json").write_text(json.dumps(meta))
+    for name, text in HOSTILE_CONFIGS.items():
+        (work / name).mkdir()
+        (work / name / "config.json").write_text(text)
     out = {}
     for name, code in HOSTILE.items():
         probe = ("import resource, sys, time; from pathlib import Path; P = Path(sys.argv[1]); t = time.perf_counter()\n"
@@ -227,7 +247,8 @@ def hostile(work: Path) -> dict:
         lines = proc.stdout.strip().splitlines()
         out[name] = {"outcome": lines[0] if lines else proc.stderr[-200:], "seconds": round(float(lines[1]), 3)
                      if len(lines) > 1 else None, "peak_rss_mb": round(float(lines[2]), 1) if len(lines) > 2 else None,
-                     "file_bytes": sum(f.stat().st_size for f in work.glob("*") if f.is_file() and f.name in code)}
+                     "file_bytes": sum(f.stat().st_size for f in work.rglob("*") if f.is_file() and
+                                       (f.name in code or f.parent.name in code))}
     return out
 
 
@@ -236,7 +257,10 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--inputs", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: requeue, fuzz, hostile")
+    p.add_argument("--links", type=int, default=1000, help="randomly linked run directories")
+    p.add_argument("--api", type=int, default=60, help="random inputs per model to its public entries")
+    p.add_argument("--commands", type=int, default=300, help="random command lines")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: requeue, fuzz, hostile, links, api, cli")
     args = p.parse_args()
     skip = set(args.skip.split(","))
     torch.set_num_threads(1)
@@ -252,6 +276,12 @@ def main() -> None:
             result["hostile"] = hostile(work / "hostile")
         if "requeue" not in skip:
             result["requeue"] = requeue(args.kills, rng, work)
+        for part, run in (("links", lambda: reliability_inputs.links(args.links, rng, work / "links")),
+                          ("api", lambda: reliability_inputs.api(args.api, rng)),
+                          ("cli", lambda: reliability_inputs.cli(args.commands, rng, work / "cli"))):
+            if part not in skip:
+                (work / part).mkdir(exist_ok=True)
+                result[part] = run()
         result["machine"] = machine()
     emit(result)
 

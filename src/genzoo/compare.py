@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.samples < 4:
         raise GenzooError(f"--samples must be at least 4, got {args.samples}.")
+    if args.runs is not None and not args.runs:
+        raise GenzooError("--runs names no run directory; give at least one, or leave --runs out to train every model.")
     options = sample_options(args.sample_options)
     out = Path(args.out or f"runs/compare-{args.data}")
     if out.is_dir():  # compare writes only its own entries, never through a link

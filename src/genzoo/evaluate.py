@@ -84,7 +84,7 @@ def bits_per_dim(model: GenerativeModel, x: Tensor, batch_size: int = 256, label
     """Bits per dimension, -nats / (C*H*W * ln 2) averaged over images, with the likelihood's kind and
     its standard error over images."""
     ll = log_likelihood_batched(model, x, batch_size, labels, **options)
-    return BitsPerDim(to_bits_per_dim(ll.nats, x[0].numel()), ll.kind, bits_per_dim_se(ll.nats, x[0].numel()))
+    return BitsPerDim(to_bits_per_dim(ll.nats, model.spec.dims), ll.kind, bits_per_dim_se(ll.nats, model.spec.dims))
 
 
 @torch.no_grad()

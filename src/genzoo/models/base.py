@@ -111,15 +111,20 @@ class Option(NamedTuple):
     method: str
 
 
-# Hooks whose images `x` pass through `check_input` before the model's own code sees them, whoever calls them.
-CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats")
+# Hooks whose images `x` pass through `check_input`, and whose sample count `n` through `check_n`,
+# before the model's own code sees them, whoever calls them: one validation path for every entry.
+CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats", "sample")
+MAX_SAMPLES = 100_000  # images one `sample` call draws
 
 
 def _checking_input(fn: Any) -> Any:
-    @functools.wraps(fn)
-    def checked(self: "GenerativeModel", x: Any, *args: Any, **kwargs: Any) -> Any:
-        return fn(self, self.check_input(x), *args, **kwargs)
-
+    if fn.__name__ == "sample":
+        def checked(self: "GenerativeModel", n: Any, *args: Any, **kwargs: Any) -> Any:
+            return fn(self, self.check_n(n), *args, **kwargs)
+    else:
+        def checked(self: "GenerativeModel", x: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            return fn(self, self.check_input(x), *args, **kwargs)
+    checked = functools.wraps(fn)(checked)
     checked._checks_input = True  # type: ignore[attr-defined]
     return checked
 
@@ -243,8 +248,9 @@ class GenerativeModel(nn.Module):
         return self.spec.check(x, what).to(self.device)
 
     def check_n(self, n: int) -> int:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise GenzooError(f"the number of samples must be a positive integer, got {n!r}.")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+            raise GenzooError(f"the number of samples must be an integer from 1 to {MAX_SAMPLES:,} (draw more in "
+                              f"several calls), got {n!r:.40}.")
         return n
 
 
