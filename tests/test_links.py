@@ -87,3 +87,16 @@ def test_a_link_as_the_lock_is_not_written_through_even_when_it_appears_after_th
     with pytest.raises(GenzooError, match="cannot write the run directory"):
         RunDirectory(run).lock()
     assert victim.read_text() == "mine"
+
+
+def test_clean_up_deletes_only_the_state_files_a_run_named(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run)]) == 0
+    (run / "last" / "weights.safetensors").write_bytes(b"mine")  # not a name a state write gives
+    (run / "last" / "ema-000099.safetensors").write_bytes(b"left by a killed write")
+    assert main(["train", *TINY, "--out", str(run), "--resume"]) == 0  # finished: nothing trained
+    from genzoo.rundir import RunDirectory
+
+    RunDirectory(run).clean()
+    assert (run / "last" / "weights.safetensors").read_bytes() == b"mine"
+    assert not (run / "last" / "ema-000099.safetensors").exists()

@@ -103,3 +103,23 @@ def test_training_images_stay_uint8_on_the_cpu_and_batches_arrive_as_int64(tmp_p
     batch = loop.batch()
     idx = torch.randint(0, len(d.x), (16,), generator=torch.Generator().manual_seed(3))
     assert batch["x"].dtype == torch.int64 and torch.equal(batch["x"], d.x[idx])
+
+
+def test_genzoo_train_from_python_takes_options_by_keyword_and_repeats_safely(tmp_path):
+    """The notebook path: genzoo.train with keyword options, its run directory, and resume=True that
+    starts, then on a finished run returns at once with the same best value."""
+    d = genzoo.data.load("digits", "train")
+    val = genzoo.data.load("digits", "val")
+    model = genzoo.create("pixelcnn", d.spec, seed=0, hidden_channels=8, num_blocks=1, first_kernel_size=3,
+                          output_hidden=8)
+    first = genzoo.train(model, d, val, steps=6, eval_every=3, batch_size=16, grid_size=0, seed=2,
+                         out=tmp_path / "run", resume=True, progress=False)
+    assert first.out == tmp_path / "run" and first.steps == 6 and not first.already_finished
+    assert genzoo.load(tmp_path / "run").config == model.config
+    again = genzoo.train(model, d, val, steps=6, eval_every=3, batch_size=16, grid_size=0, seed=2,
+                         out=tmp_path / "run", resume=True, progress=False)
+    assert again.already_finished and again.steps == 0 and again.best_value == first.best_value
+    with pytest.raises(genzoo.GenzooError, match="either as config= or as keywords"):
+        genzoo.train(model, d, val, TrainConfig(), steps=3)
+    with pytest.raises(genzoo.GenzooError, match="must be a genzoo.Dataset"):
+        genzoo.train(model, d.x, val)

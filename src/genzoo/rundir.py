@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from .errors import GenzooError
 STATE_DIR = "last"
 STATE_FILE = "state.json"
 PARTS = ("model", "ema", "optimizer", "rng")
+STATE_NAME = re.compile(rf"({'|'.join(PARTS)})-\d{{6,}}\.safetensors")  # the files of a state generation
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "summary.json")
 # every entry a run writes or deletes in its directory; none may be a symbolic link
 ENTRIES = (".lock", STATE_DIR, "samples", "samples.png", *RUN_FILES)
@@ -192,7 +194,7 @@ class RunDirectory:
         keep = {f["name"] for f in state["files"].values()} if state else set()
         if self.state_dir.is_dir():
             for f in self.state_dir.glob("*.safetensors"):
-                if f.name not in keep:
+                if f.name not in keep and STATE_NAME.fullmatch(f.name):  # only what a state write named
                     f.unlink(missing_ok=True)
 
     def _checked(self, state: dict[str, Any], part: str) -> Path:
