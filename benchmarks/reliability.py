@@ -238,7 +238,9 @@ def hostile(work: Path) -> dict:
         (work / name / "config.json").write_text(text)
     out = {}
     for name, code in HOSTILE.items():
-        probe = ("import resource, sys, time; from pathlib import Path; P = Path(sys.argv[1]); t = time.perf_counter()\n"
+        # the clock starts after genzoo (and torch) are imported: the seconds are the input's own
+        probe = ("import resource, sys, time; from pathlib import Path; import genzoo; P = Path(sys.argv[1]); "
+                 "t = time.perf_counter()\n"
                  "try:\n    " + code.replace("; ", "\n    ") + "\n    outcome = 'read'\n"
                  "except Exception as e:\n    outcome = type(e).__name__ + ': ' + str(e)[:100]\n"
                  "print(outcome); print(time.perf_counter() - t); "

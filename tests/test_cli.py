@@ -105,3 +105,23 @@ def test_bits_per_dim_carry_their_standard_error_over_images():
     assert to_bits_per_dim(nats, dims) == pytest.approx(float(per_image.mean()))
     assert bits_per_dim_se(nats, dims) == pytest.approx(float(per_image.std()) / 2)
     assert math.isnan(bits_per_dim_se(nats[:1], dims))
+
+
+def test_inpaint_completes_test_digits_and_refuses_models_that_cannot(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "pixelcnn", "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["inpaint", str(out), "--mask", "bottom", "--from-test", "3", "--out", str(tmp_path / "a.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "by exact conditional" in printed and "bits/dim of the true unknown sub-pixels given the known ones" in printed
+    assert main(["inpaint", str(out), "--mask", "center", "--sweeps", "2", "--from-test", "2",
+                 "--out", str(tmp_path / "b.png")]) == 0
+    assert "by gibbs (2 sweeps)" in capsys.readouterr().out and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["inpaint", str(out), "--mask", "diagonal"]) == 2
+    assert "unknown mask 'diagonal'" in capsys.readouterr().err
+    ae = tmp_path / "ae"
+    assert main(["train", "ae", "--steps", "2", "--eval-every", "2", "--grid-size", "0", "--no-progress",
+                 "--out", str(ae)]) == 0
+    capsys.readouterr()
+    assert main(["inpaint", str(ae)]) == 2
+    assert "does not inpaint; the models that do: pixelcnn, gated-pixelcnn, pixelcnn++, vae" in capsys.readouterr().err

@@ -5,6 +5,7 @@ usage:
     genzoo train MODEL [--data digits] [--root DIR] [--out DIR] [--resume] [--FIELD VALUE ...]
     genzoo sample DIR [--n 64] [--out grid.png] [model options: --temperature, --sampler, ...]
     genzoo eval DIR [--data NAME] [--root DIR] [--split test] [model options: --num-samples, ...]
+    genzoo inpaint DIR [--mask bottom|top|left|right|center|random:F|MASK.png] [--from-test N | --image PNG]
     genzoo compare [--data NAME] [--models a,b,...] [--budget seconds|flops|default] [--runs DIR ...]
     genzoo report DIR [--out DIR]
     genzoo diffuse [--data NAME] [--out DIR]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -112,6 +114,8 @@ def cmd_sample(argv: Sequence[str]) -> int:
         parser.add_argument("--device", default="auto")
         parser.add_argument("--data", default=None, help="dataset for figures that need data (default: the run's)")
         parser.add_argument("--root", default=None)
+        parser.add_argument("--trajectory", default=None, metavar="FILE.gif",
+                            help="also write the sampler's intermediate states as an animated GIF and a PNG strip")
 
     parsed = _run_parser("genzoo sample", "Draw samples from a trained model and write a PNG grid, "
                          "and the model's own figures beside it.", argv, ("sample", "figures"), own)
@@ -125,6 +129,15 @@ def cmd_sample(argv: Sequence[str]) -> int:
     if out.suffix.lower() != ".png":
         raise GenzooError(f"--out must name a .png file, got {str(out)!r}.")
     model = _load_run(args.dir, args.device)
+    frames: list[torch.Tensor] = []
+    if args.trajectory:
+        import inspect
+
+        if not args.trajectory.lower().endswith(".gif"):
+            raise GenzooError(f"--trajectory must name a .gif file, got {args.trajectory!r}.")
+        if model.conditional or "callback" not in inspect.signature(model.sample).parameters:
+            raise GenzooError(f"model {model.name!r} does not report its sampler's intermediate states yet.")
+        routed["sample"]["callback"] = lambda state: frames.append(state["x"].cpu())
     ds = run_data(meta, args.data, args.root, "test")
     if not model.conditional:  # conditional models draw only given an input: see figures
         g = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -134,6 +147,11 @@ def cmd_sample(argv: Sequence[str]) -> int:
         save_grid(x, model.spec, out, reference=ds.x)
         print(f"wrote {out}")
         print(f"sampled {args.n} in {seconds:.2f} s" + (f", {stats.nfe} network evaluations ({stats.sampler})" if stats else ""))
+        if frames:
+            from .viz import save_trajectory
+
+            gif, strip = save_trajectory(frames, model.spec, args.trajectory)
+            print(f"wrote {gif} ({len(frames)} states) and {strip}")
     figures = model.figures(ds, torch.Generator(device=model.device).manual_seed(args.seed), **routed["figures"])
     for name, figure in figures.items():
         print(f"wrote {save_figure(figure, model.spec, out.parent / f'{name}.png')}")
@@ -177,6 +195,67 @@ def cmd_eval(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_inpaint(argv: Sequence[str]) -> int:
+    from .masks import NAMES, known_mask
+    from .models.base import ImageRows
+    from .viz import save_figure
+
+    def own(parser: Parser) -> None:
+        parser.add_argument("--mask", default="bottom", help=f"the region to fill: {', '.join(NAMES)} (default bottom)")
+        parser.add_argument("--from-test", type=int, default=8, metavar="N", help="inpaint the first N test images")
+        parser.add_argument("--image", default=None, help="inpaint this PNG or JPEG instead (resized, quantized)")
+        parser.add_argument("--out", default="inpaint.png", help="PNG of the originals, the given pixels and the completions")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default="auto")
+        parser.add_argument("--data", default=None, help="dataset of --from-test (default: the run's)")
+        parser.add_argument("--root", default=None)
+
+    models = [n for n in registry.list_models() if registry.model_class(n).inpaint is not GenerativeModel.inpaint]
+    parsed = _run_parser("genzoo inpaint", "Complete the masked part of images with a trained model. Models that "
+                         f"inpaint: {', '.join(models)}.", argv, ("inpaint",), own)
+    if parsed is None:
+        return 0
+    args, routed, meta = parsed
+    registry.check_seed(args.seed)
+    model = _load_run(args.dir, args.device)
+    if not model.inpaints:
+        raise GenzooError(f"model {model.name!r} does not inpaint; the models that do: {', '.join(models)}.")
+    labels = None
+    if args.image:
+        from .data.folder import read_image
+
+        if model.spec.height != model.spec.width:
+            raise GenzooError("--image needs a model of square images; use --from-test.")
+        pixels = read_image(Path(args.image), model.spec.height, model.spec.channels == 1)
+        x = (torch.from_numpy(pixels).long() * model.spec.levels // 256).unsqueeze(0)
+    else:
+        ds = run_data(meta, args.data, args.root, "test")
+        if not 1 <= args.from_test <= len(ds):
+            raise GenzooError(f"--from-test must be from 1 to the {len(ds)} test images, got {args.from_test}.")
+        x, labels = ds.x[:args.from_test], None if ds.labels is None else ds.labels[:args.from_test]
+    g = torch.Generator(device=model.device).manual_seed(args.seed)
+    known = known_mask(args.mask, model.spec, len(x), torch.Generator().manual_seed(args.seed)).to(model.device)
+    x = model.check_input(x)
+    t0 = time.perf_counter()
+    out = model.inpaint(x, known, generator=g, labels=labels.to(model.device) if labels is not None else None,
+                        **routed["inpaint"])
+    seconds, stats = time.perf_counter() - t0, model.sample_stats()
+    shown = torch.where(known, x, torch.zeros_like(x))
+    path = save_figure(ImageRows((x.cpu(), shown.cpu(), out.cpu()), ("original", "given", "completed")), model.spec,
+                       Path(args.out))
+    print(f"wrote {path}")
+    print(f"inpainted {len(x)} in {seconds:.2f} s" + (f" by {stats.sampler}, {stats.nfe} network passes" if stats else ""))
+    if hasattr(model, "log_likelihood_given") and args.image is None:
+        from .models.autoregressive.inpaint import raster_suffix
+
+        if raster_suffix(known):
+            nats = model.log_likelihood_given(x, known, **({"labels": labels} if model.num_classes else {})).nats
+            dims = int((~known).sum())
+            print(f"bits/dim of the true unknown sub-pixels given the known ones: {float(-nats.sum()) / dims / math.log(2):.4f} "
+                  f"(exact, over {dims} sub-pixels)")
+    return 0
+
+
 def _module_command(module_name: str, prog: str, description: str, argv: Sequence[str]) -> int:
     """A command that lives in its own module with add_arguments(parser) and run(args)."""
     import importlib
@@ -194,7 +273,7 @@ EXTRA_COMMANDS = {
     "report": ("genzoo.report", "A model card of one run: report.html (offline) and report.md."),
 }
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample,
-                                                       "eval": cmd_eval}
+                                                       "eval": cmd_eval, "inpaint": cmd_inpaint}
 
 
 def _error(message: str) -> None:

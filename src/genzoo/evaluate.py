@@ -159,10 +159,45 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
             again = log_likelihood_batched(model, data.x[:m], batch_size, labels, objective, **likelihood_options)
             d = (again.nats - ll.nats[:m]) / (dims * math.log(2))
             report["estimator_se"] = float(d.var() / 2 / len(data.x)) ** 0.5
+        if model.num_classes > 0 and data.labels is not None and objective == "log_likelihood":
+            report.update(generative_classifier(model, data, batch_size, seed, **likelihood_options))
     g = torch.Generator(device=model.device).manual_seed(seed)
     with torch.no_grad():
         report.update(model.task_metrics(data, g, **(metric_options or {})))
     return report
+
+
+def class_log_posterior(model: GenerativeModel, x: Tensor, batch_size: int = 256, seed: int = 0,
+                        **options: Any) -> tuple[Tensor, Tensor, Kind]:
+    """The generative classifier of a class-conditional likelihood model, by Bayes' rule with a uniform
+    prior p(y) = 1 / num_classes: log p(y | x) (N, num_classes) = log p(x | y) + log p(y) - log p(x),
+    and the marginal log p(x) = logsumexp_y (log p(x | y) + log p(y)) (N,), in nats, with the kind of
+    the likelihood. Each class's likelihood is computed with the same random numbers (seed), so a
+    Monte-Carlo estimate compares the classes on equal draws. Where log p(x | y) is a lower bound, so
+    is the marginal, and the classifier is that of the bounds."""
+    if not model.has_likelihood or model.num_classes < 1:
+        raise GenzooError(f"model {model.name!r} is not a class-conditional likelihood model (num_classes > 0).")
+    x = model.spec.check(x, "x")
+    columns, kind = [], "exact"
+    for y in range(model.num_classes):
+        torch.manual_seed(seed)
+        ll = log_likelihood_batched(model, x, batch_size, torch.full((len(x),), y, dtype=torch.long), **options)
+        columns.append(ll.nats)
+        kind = ll.kind
+    joint = torch.stack(columns, 1) - math.log(model.num_classes)
+    marginal = torch.logsumexp(joint, 1)
+    return joint - marginal[:, None], marginal, kind
+
+
+def generative_classifier(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed: int = 0,
+                          **options: Any) -> dict[str, Any]:
+    """`generative_accuracy` (argmax_y p(y | x) against the labels) and `marginal_bits_per_dim` (with its
+    standard error over images) of p(x) = sum_y p(x | y) p(y), and `generative_kind` ("exact", or
+    "lower_bound": the classifier of the bounds, and a bound on the marginal)."""
+    posterior, marginal, kind = class_log_posterior(model, data.x, batch_size, seed, **options)
+    accuracy = float((posterior.argmax(1) == data.labels.to(posterior.device)).double().mean())
+    return {"generative_accuracy": accuracy, "marginal_bits_per_dim": to_bits_per_dim(marginal, data.spec.dims),
+            "marginal_bits_per_dim_se": bits_per_dim_se(marginal, data.spec.dims), "generative_kind": kind}
 
 
 def describe_bits_per_dim(report: dict[str, Any]) -> str:

@@ -201,3 +201,29 @@ def write_samples(model: GenerativeModel, path: Any, n: int, seed: int, data: Te
         row.update(sampler=stats.sampler, sample_nfe=stats.nfe)
     save_grid(x, model.spec, path, reference=data)
     return row
+
+
+def save_trajectory(frames: list[Tensor], spec: DataSpec, path: str | Path, columns: int = 8, rows: int = 4,
+                    seconds: float = 4.0) -> tuple[Path, Path]:
+    """A sampler's states (each (n, C, H, W) levels) as an animated GIF of the grid at every state,
+    lasting about `seconds` and holding the last frame, and beside it (same name, .png) a strip:
+    the first `rows` images, each at `columns` evenly spaced states from the first to the last."""
+    import io
+
+    path = Path(path)
+    scale = max(1, 96 // max(spec.height, spec.width))
+    grids = [Image.fromarray(_squeeze(grid_array(f[:, :1] if spec.channels not in (1, 3) else f, spec.levels,
+                                                 scale=scale))) for f in frames]
+    buf = io.BytesIO()
+    duration = max(20, int(1000 * seconds / len(grids)))
+    grids[0].save(buf, format="GIF", save_all=True, append_images=grids[1:], loop=0,
+                  duration=[duration] * (len(grids) - 1) + [1500])
+    atomic_write_bytes(path, buf.getvalue())
+    picks = sorted({round(k * (len(frames) - 1) / max(1, columns - 1)) for k in range(columns)})
+    shown = min(rows, len(frames[0]))
+    strip = torch.stack([frames[k][:shown] for k in picks], 1).flatten(0, 1)  # image-major: a row per image
+    return path, save_grid(strip, spec, path.with_suffix(".png"), nrow=len(picks))
+
+
+def _squeeze(array: np.ndarray) -> np.ndarray:
+    return array[:, :, 0] if array.shape[2] == 1 else array

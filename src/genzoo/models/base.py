@@ -33,6 +33,7 @@ Methods (those marked * must be defined; the rest have working defaults):
     stage_parameters(name)        the parameters stage `name` optimizes
     task_metrics(data, generator) extra metrics for `genzoo eval` and compare (PSNR, ...)
     figures(data, generator)      extra figures for `genzoo sample`, as data (drawn by genzoo.viz)
+    inpaint(x, known, generator, labels, ...)  x completed where `known` is False (default: refused)
     options(method)               the keyword options of a method, for the command line
     sample_stats()                the sampler and NFE of the last `sample` call (default: None)
 """
@@ -53,8 +54,8 @@ from ..errors import GenzooError
 
 Kind = Literal["exact", "lower_bound"]
 # Methods whose keyword options the command line offers as flags (`genzoo sample`, `genzoo eval`).
-OPTION_METHODS = ("sample", "figures", "log_likelihood", "task_metrics")
-_NOT_OPTIONS = {"self", "n", "x", "generator", "data", "labels", "args", "kwargs", "options"}
+OPTION_METHODS = ("sample", "figures", "log_likelihood", "task_metrics", "inpaint")
+_NOT_OPTIONS = {"self", "n", "x", "known", "generator", "data", "labels", "callback", "args", "kwargs", "options"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Option(NamedTuple):
 
 # Hooks whose images `x` pass through `check_input`, and whose sample count `n` through `check_n`,
 # before the model's own code sees them, whoever calls them: one validation path for every entry.
-CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats", "sample")
+CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats", "sample", "inpaint")
 MAX_SAMPLES = 100_000  # images one `sample` call draws
 
 
@@ -176,10 +177,30 @@ class GenerativeModel(nn.Module):
     # -- hooks with defaults ------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        """Number of classes the model is conditioned on; 0 (the default) for an unconditional model.
-        When positive, the trainer and evaluation pass the dataset's `labels` (B,) to loss and
-        log_likelihood."""
-        return 0
+        """Number of classes the model is conditioned on: its config's `num_classes` field, 0 (an
+        unconditional model) without one. When positive, the trainer and evaluation pass the
+        dataset's `labels` (B,) to loss and log_likelihood."""
+        return int(getattr(self.config, "num_classes", 0))
+
+    def check_labels(self, labels: Any, n: int) -> Tensor | None:
+        """Labels (n,) int64 in [0, num_classes) on the model's device; None for an unconditional
+        model, which ignores any labels it is given (so one training loop passes a dataset's labels
+        to both); one sentence otherwise."""
+        k = self.num_classes
+        if k == 0:
+            return None
+        if labels is None:
+            raise GenzooError(f"this model is conditioned on {k} classes; pass labels of shape ({n},).")
+        if type(labels).__module__ == "numpy":
+            labels = torch.from_numpy(labels)
+        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point or \
+                labels.dtype == torch.bool:
+            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise GenzooError(f"labels must be {n} integer class indices, shape ({n},), got {got}.")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise GenzooError(f"labels must lie in [0, {k - 1}] (num_classes = {k}), "
+                              f"got values in [{int(labels.min())}, {int(labels.max())}].")
+        return labels.long().to(self.device)
 
     def prepare(self, train_data: Dataset) -> None:
         """Data-dependent initialisation (actnorm, PixelCNN++ data_init, class rebalancing), called by
@@ -202,6 +223,31 @@ class GenerativeModel(nn.Module):
         """Extra figures for `genzoo sample`, name -> figure data; genzoo.viz draws them as NAME.png.
         Default: none."""
         return {}
+
+    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None,
+                labels: Tensor | None = None, **options: Any) -> Tensor:
+        """x (B, C, H, W) completed where `known` (a boolean tensor of x's shape) is False, drawn from
+        the model's conditional given the known sub-pixels, which come back exactly as given.
+        Default: refused in one sentence (`inpaints` is False); a family with a principled method
+        defines it."""
+        raise GenzooError(f"model {self.name!r} does not inpaint: its family has no principled completion of "
+                          f"a partial image here; `genzoo inpaint --help` lists the models that do.")
+
+    @property
+    def inpaints(self) -> bool:
+        """Whether the model's class defines inpaint (derived, never set by hand)."""
+        return type(self).inpaint is not GenerativeModel.inpaint
+
+    def check_known(self, known: Any, x: Tensor) -> Tensor:
+        """`known` as a boolean tensor of x's shape on the model's device (a numpy array is converted);
+        one sentence otherwise."""
+        if type(known).__module__ == "numpy":
+            known = torch.from_numpy(known)
+        if not isinstance(known, Tensor) or known.dtype != torch.bool or known.shape != x.shape:
+            got = f"{known.dtype} {tuple(known.shape)}" if isinstance(known, Tensor) else type(known).__name__
+            raise GenzooError(f"known must be a boolean tensor of the images' shape {tuple(x.shape)} (True where a "
+                              f"sub-pixel is given), got {got}.")
+        return known.to(self.device)
 
     def sample_stats(self) -> SampleStats | None:
         """The sampler and NFE of the last `sample` call, for `genzoo sample`, run metrics and compare;
@@ -271,6 +317,16 @@ class LikelihoodModel(GenerativeModel):
 
     validation_nats._default = True  # type: ignore[attr-defined]  (read by validation_is_likelihood)
     log_likelihood._required = True  # type: ignore[attr-defined]  (a subclass must define it)
+
+
+Callback = typing.Callable[[dict[str, Tensor | int]], None]
+
+
+def report_step(callback: Callback | None, step: int, steps: int, **state: Tensor) -> None:
+    """The one callback convention of the samplers: `callback({"step": k, "steps": N, "x": ...})` after
+    step k of N, with copies of the state (the canvas as it fills), so a callback changes nothing."""
+    if callback is not None:
+        callback({"step": step, "steps": steps, **{k: v.clone() for k, v in state.items()}})
 
 
 @contextmanager

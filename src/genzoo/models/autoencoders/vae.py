@@ -35,6 +35,7 @@ from ..base import (
     ImageRows,
     LikelihoodModel,
     LogLikelihood,
+    SampleStats,
     check_choices,
     check_positive,
     check_range,
@@ -187,6 +188,27 @@ class VAE(LikelihoodModel):
             dtype = self.encoder.input.weight.dtype
             z = T * torch.randn(n, self.config.latent_dim, generator=generator, dtype=dtype, device=self.device)
             return self._draw(self.decode(z), generator, greedy)
+
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None,
+                labels: Tensor | None = None, sweeps: int = 50) -> Tensor:
+        """x completed where `known` is False by pseudo-Gibbs imputation (Rezende et al. 2014, appendix
+        F): `sweeps` times, z ~ q(z | x) then the unknown sub-pixels ~ p(x | z), the known ones kept.
+        A Markov chain whose stationary distribution approaches p(unknown | known) as q approaches the
+        true posterior; it starts from the unknown sub-pixels drawn at random."""
+        if isinstance(sweeps, bool) or not isinstance(sweeps, int) or not 1 <= sweeps <= 10_000:
+            raise GenzooError(f"sweeps must be an integer from 1 to 10,000, got {sweeps!r}.")
+        known = self.check_known(known, x)
+        with evaluating(self):
+            noise = torch.randint(0, self.spec.levels, x.shape, generator=generator, device=self.device)
+            current = torch.where(known, x, noise)
+            for _ in range(sweeps):
+                mu, log_var = self.encode(current)
+                eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+                current = torch.where(known, x, self._draw(self.decode(mu + torch.exp(0.5 * log_var) * eps),
+                                                           generator, greedy=False))
+        self._sample_stats = SampleStats(f"pseudo-gibbs ({sweeps} sweeps)", 2 * sweeps)
+        return current
 
     def _draw(self, logits: Tensor, generator: torch.Generator | None, greedy: bool) -> Tensor:
         """Levels (B, C, H, W) from (unnormalised) log-probabilities (B, K, C, H, W): the argmax, or

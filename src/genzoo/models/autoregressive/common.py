@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...errors import GenzooError
 from ...functional import float32
+from ..base import Callback, report_step
 
 
 @float32
@@ -95,13 +96,14 @@ class FullPassStepper:
 @torch.no_grad()
 def ancestral_sample(stepper: Stepper | Callable[[Tensor, int], Tensor], n: int, shape: tuple[int, int, int],
                      temperature: float, generator: torch.Generator | None, given: Tensor | None,
-                     device: torch.device) -> Tensor:
+                     device: torch.device, callback: Callback | None = None) -> Tensor:
     """Exact sampling x_1 ~ P(x_1), x_2 ~ P(x_2 | x_1), ... in raster order, channels within a pixel.
 
     `stepper` computes the logits (a Stepper, or a function `logits_fn(x, row)` run as a
     FullPassStepper). Known pixels of `given` (>= 0) are kept; a sub-pixel step where every image
     of the batch is given draws nothing, any other draws one uniform per image, so every stepper
-    that computes the same logits draws the same samples from the same generator.
+    that computes the same logits draws the same samples from the same generator. `callback`, when
+    given, sees the canvas after every pixel (`report_step`).
     """
     if not hasattr(stepper, "column"):
         stepper = FullPassStepper(stepper)
@@ -128,4 +130,6 @@ def ancestral_sample(stepper: Stepper | Callable[[Tensor, int], Tensor], n: int,
                     draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
                 x[:, c, i, j] = draw
                 stepper.set_level(i, j, c, draw)
+            report_step(callback, i * W + j + 1, H * W, x=x)
     return x
+

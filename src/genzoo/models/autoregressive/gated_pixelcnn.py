@@ -30,9 +30,10 @@ from ...functional import widen
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
 from ...nn.pointwise import Conv1x1
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
+from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
 from .cached import GatedPixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
+from .inpaint import AutoregressiveModel
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class GatedLayer(nn.Module):
         return (None if last else gate(v_pre)), h_new
 
 
-class GatedPixelCNN(LikelihoodModel):
+class GatedPixelCNN(AutoregressiveModel):
     """Autoregressive model of discrete images with gated vertical and horizontal stacks."""
 
     name = "gated-pixelcnn"
@@ -101,11 +102,6 @@ class GatedPixelCNN(LikelihoodModel):
     # PixelCNN's budget and regularization: digits overfit, so dropout, weight decay and validation selection.
     train_defaults: ClassVar[dict[str, Any]] = {"steps": 1200, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05,
                                                 "eval_every": 100}
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes the model is conditioned on (config.num_classes; 0: unconditional)."""
-        return self.config.num_classes
 
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig) -> None:
         super().__init__(spec, config)
@@ -130,22 +126,6 @@ class GatedPixelCNN(LikelihoodModel):
         dtype = self.out.weight.dtype
         v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
-
-    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
-        """Labels (n,) int64 in [0, num_classes) for a conditional model; None for an unconditional one,
-        which ignores any labels it is given (so one training loop can pass a dataset's labels to both)."""
-        num_classes = self.config.num_classes
-        if num_classes == 0:
-            return None
-        if labels is None:
-            raise GenzooError(f"this model is conditioned on {num_classes} classes; pass labels of shape ({n},).")
-        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise GenzooError(f"labels must be {n} integer class indices, shape ({n},), got {got}.")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise GenzooError(f"labels must lie in [0, {num_classes - 1}] (num_classes = {num_classes}), "
-                              f"got values in [{int(labels.min())}, {int(labels.max())}].")
-        return labels.long().to(self.device)
 
     # -- the network --------------------------------------------------------------------------
     def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -181,7 +161,7 @@ class GatedPixelCNN(LikelihoodModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
                cache: bool = True, given: Tensor | None = None, label: int | None = None,
-               labels: Tensor | None = None) -> Tensor:
+               labels: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Exact ancestral sampling from softmax(logits / temperature), sub-pixel by sub-pixel.
 
         `given` (n, C, H, W) holds known levels and -1 where unknown. A conditional model draws
@@ -202,6 +182,6 @@ class GatedPixelCNN(LikelihoodModel):
         with eval_mode(self):
             if cache:
                 stepper = GatedPixelCNNStepper(self, labels)
-                return cached_ancestral_sample(stepper, n, self.spec.shape, temperature, generator, given, self.device)
+                return cached_ancestral_sample(stepper, n, self.spec.shape, temperature, generator, given, self.device, callback)
             return ancestral_sample(lambda x, row: self._logits(x, labels), n, self.spec.shape, temperature,
-                                    generator, given, self.device)
+                                    generator, given, self.device, callback)

@@ -24,9 +24,10 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.masked import MaskedConv2d
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
+from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
 from .cached import PixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
+from .inpaint import AutoregressiveModel
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ResidualBlock(nn.Module):
         return x + h
 
 
-class PixelCNN(LikelihoodModel):
+class PixelCNN(AutoregressiveModel):
     """Autoregressive model of discrete images with masked convolutions."""
 
     name = "pixelcnn"
@@ -128,7 +129,7 @@ class PixelCNN(LikelihoodModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               cache: bool = True, given: Tensor | None = None) -> Tensor:
+               cache: bool = True, given: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Exact ancestral sampling from softmax(logits / temperature), sub-pixel by sub-pixel.
 
         `given` (n, C, H, W) holds known levels and -1 where unknown: known pixels are kept, the
@@ -142,6 +143,6 @@ class PixelCNN(LikelihoodModel):
         with eval_mode(self):
             if cache:
                 return cached_ancestral_sample(PixelCNNStepper(self), n, self.spec.shape, temperature, generator,
-                                               given, self.device)
+                                               given, self.device, callback)
             return ancestral_sample(lambda x, row: self._logits(x), n, self.spec.shape, temperature, generator,
-                                    given, self.device)
+                                    given, self.device, callback)

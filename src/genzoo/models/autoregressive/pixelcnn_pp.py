@@ -43,8 +43,9 @@ from ...nn.causal import (
 )
 from ...nn.init import data_dependent_init
 from ...nn.pointwise import Conv1x1
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
+from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode, report_step
 from .common import check_given, sample_categorical
+from .inpaint import AutoregressiveModel
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class GatedResnet(nn.Module):
         return x + a * torch.sigmoid(b)
 
 
-class PixelCNNPlusPlus(LikelihoodModel):
+class PixelCNNPlusPlus(AutoregressiveModel):
     """Autoregressive model of discrete images with a discretized logistic mixture per pixel."""
 
     name = "pixelcnn++"
@@ -247,7 +248,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               cache: bool = True, given: Tensor | None = None) -> Tensor:
+               cache: bool = True, given: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Exact ancestral sampling: per pixel in raster order one network pass, then its channels in
         order from P(x_c | x_<c, earlier pixels) with log-probabilities divided by `temperature`.
 
@@ -273,6 +274,7 @@ class PixelCNNPlusPlus(LikelihoodModel):
                 for j in range(W):
                     todo = [c for c in range(C) if known is None or not bool(known[:, c, i, j].all())]
                     if not todo:
+                        report_step(callback, i * W + j + 1, H * W, x=x)
                         continue
                     params = self.params(x[:, :, :rows])[:, :, i: i + 1, j: j + 1]
                     for c in todo:
@@ -282,4 +284,5 @@ class PixelCNNPlusPlus(LikelihoodModel):
                         if known is not None:
                             draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
                         x[:, c, i, j] = draw
+                    report_step(callback, i * W + j + 1, H * W, x=x)
             return x

@@ -72,25 +72,6 @@ class FlowMatching(ContinuousTimeModel):
         super().__init__(spec, config)
         self.net = build_unet(spec, config, config.num_classes)
 
-    @property
-    def num_classes(self) -> int:
-        """The number of classes the model is conditioned on (config.num_classes; 0: unconditional)."""
-        return self.config.num_classes
-
-    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
-        """Labels (n,) int64 in [0, num_classes) on the model's device; None for an unconditional model,
-        which ignores any labels it is given."""
-        k = self.config.num_classes
-        if k == 0:
-            return None
-        if labels is None:
-            raise GenzooError(f"this model is conditioned on {k} classes; pass labels of shape ({n},).")
-        if not isinstance(labels, Tensor) or labels.shape != (n,) or labels.dtype.is_floating_point:
-            raise GenzooError(f"labels must be {n} integer class indices, shape ({n},).")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-            raise GenzooError(f"labels must lie in [0, {k - 1}] (num_classes = {k}).")
-        return labels.long().to(self.device)
-
     def velocity(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """v_theta(x, t), t (B,) in [0, 1], the network at time 999 t; with labels and guidance w != 1,
         v_u + w (v_c - v_u) (the null class gives v_u)."""

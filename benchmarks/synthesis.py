@@ -1,0 +1,103 @@
+"""Synthesis with the autoregressive models on digits, as JSON (one core):
+
+- inpainting with the top half of each test digit given (`--mask bottom`, exact conditional
+  sampling) and with a centre hole (Gibbs sweeps): the agreement of genzoo's digits classifier on
+  the completion with the true label, the Frechet distance of the completions to the test digits,
+  and, for the top-half mask, the exact bits/dim of the true bottom half given the top;
+- class-conditional samples of gated-pixelcnn --num-classes 10: the share classified as the class
+  asked for;
+- the generative classifier of that model (argmax_y p(x | y)) on the test split, and the marginal
+  bits/dim of p(x) = sum_y p(x | y) / 10 beside the unconditional pixelcnn's bits/dim;
+- seconds and network passes of every task.
+
+    OMP_NUM_THREADS=1 python3 benchmarks/synthesis.py [--runs DIR] [--n 300] [--sweeps 20]
+
+`--runs DIR` keeps the two trained runs there (DIR/pixelcnn, DIR/gated-pixelcnn-classes) and
+reuses them when they have finished.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import genzoo
+from common import emit, log, machine
+from genzoo.classifier import load_classifier
+from genzoo.masks import known_mask
+from genzoo.quality import sample_quality
+
+
+def trained(name: str, out: Path, **config) -> genzoo.GenerativeModel:
+    train, val = genzoo.data.load("digits", "train"), genzoo.data.load("digits", "val")
+    model = genzoo.create(name, train.spec, seed=0, **config)
+    t0 = time.perf_counter()
+    result = genzoo.train(model, train, val, out=out, resume=True, progress=False, grid_size=0)
+    log(f"{out.name}: {'already trained' if result.already_finished else f'trained in {time.perf_counter() - t0:.0f} s'}")
+    return genzoo.load(out)
+
+
+def agreement(classifier, x: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((classifier(x).argmax(1) == labels).double().mean())
+
+
+def inpainting(model, test, classifier, mask: str, sweeps: int) -> dict:
+    x, labels = test.x, test.labels
+    known = known_mask(mask, model.spec, len(x))
+    extra = {"labels": labels} if model.num_classes else {}
+    t0 = time.perf_counter()
+    out = model.inpaint(x, known, generator=torch.Generator().manual_seed(0), sweeps=sweeps, **extra)
+    seconds = time.perf_counter() - t0
+    stats = model.sample_stats()
+    assert torch.equal(out[known], x[known])
+    row = {"mask": mask, "method": stats.sampler, "network_passes": stats.nfe, "seconds": round(seconds, 2),
+           "classifier_agreement": agreement(classifier, out, labels),
+           "fd": sample_quality(out, test.x, data="digits")["fd"]}
+    if mask == "bottom":
+        nats = model.log_likelihood_given(x, known, **extra).nats
+        row["bits_per_dim_of_the_true_bottom_given_the_top"] = float(-nats.sum() / int((~known).sum()) / math.log(2))
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default=None)
+    p.add_argument("--n", type=int, default=300, help="test digits to inpaint and samples per class test")
+    p.add_argument("--sweeps", type=int, default=20)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    runs = Path(args.runs or tempfile.mkdtemp())
+    test = genzoo.data.load("digits", "test")
+    test = genzoo.data.Dataset(test.x[:args.n], test.spec, test.labels[:args.n], name="digits", split="test")
+    classifier, record = load_classifier("digits")
+    plain = trained("pixelcnn", runs / "pixelcnn")
+    gated = trained("gated-pixelcnn", runs / "gated-pixelcnn-classes", num_classes=10)
+    result = {"benchmark": "synthesis", "data": "digits", "test_images": len(test),
+              "classifier_test_accuracy": record["test_accuracy"], "inpainting": {}}
+    for name, model in (("pixelcnn", plain), ("gated-pixelcnn --num-classes 10", gated)):
+        result["inpainting"][name] = [inpainting(model, test, classifier, mask, args.sweeps)
+                                      for mask in ("bottom", "center")]
+        log(name, result["inpainting"][name])
+    labels = torch.arange(args.n) % 10
+    t0 = time.perf_counter()
+    drawn = gated.sample(args.n, generator=torch.Generator().manual_seed(0), labels=labels)
+    result["class_conditional_samples"] = {"model": "gated-pixelcnn --num-classes 10", "samples": args.n,
+                                           "classified_as_asked": agreement(classifier, drawn, labels),
+                                           "seconds": round(time.perf_counter() - t0, 2)}
+    t0 = time.perf_counter()
+    report = genzoo.evaluate.generative_classifier(gated, test)
+    result["generative_classifier"] = {**report, "seconds": round(time.perf_counter() - t0, 2),
+                                       "pixelcnn_bits_per_dim": genzoo.bits_per_dim(plain, test.x).value,
+                                       "gated_conditional_bits_per_dim_given_the_true_label":
+                                       genzoo.bits_per_dim(gated, test.x, labels=test.labels).value}
+    result["machine"] = machine()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
