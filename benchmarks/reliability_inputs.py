@@ -174,7 +174,12 @@ def cli(n: int, rng: random.Random, work: Path) -> dict:
             elif len(argv) > 1:
                 del argv[rng.randrange(1, len(argv))]
         t = time.perf_counter()
-        code, err = _main(argv)
+        here = os.getcwd()
+        os.chdir(work)  # a garbage value given to --out lands in the work folder, not in the checkout
+        try:
+            code, err = _main(argv)
+        finally:
+            os.chdir(here)
         if time.perf_counter() - t > slowest:
             slowest, slowest_argv = time.perf_counter() - t, " ".join(argv)[:200]
         codes[str(code)] = codes.get(str(code), 0) + 1
