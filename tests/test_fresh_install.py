@@ -4,6 +4,7 @@ model and `genzoo report` on its run, each of which needs every dependency it dr
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,11 @@ def test_a_fresh_environment_installs_the_package_and_runs_compare_and_report(tm
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     python = str(venv / "bin" / "python")
-    _run([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(ROOT)])
+    source = tmp_path / "source"  # the project's files alone: the build writes there, not into this checkout
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "constraints.txt"):
+        shutil.copy(ROOT / name, source / name)
+    _run([python, "-m", "pip", "install", "-q", "-c", str(source / "constraints.txt"), str(source)])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update({"OMP_NUM_THREADS": "1", "GENZOO_CACHE": str(tmp_path / "cache")})
     work = tmp_path / "work"
