@@ -43,3 +43,23 @@ def test_genzoo_sample_writes_the_trajectory_as_a_gif_and_a_strip(tmp_path, caps
     with Image.open(gif) as img:
         assert img.format == "GIF" and img.n_frames == 64
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name, options, steps", [
+    ("ddpm", {"sampler": "ancestral"}, 20), ("ddpm", {"sampler": "ddim", "steps": 5}, 5),
+    ("ddpm", {"sampler": "heun", "steps": 4}, 7), ("sohl-dickstein", {"sampler": "dpm-solver++", "steps": 4}, 4),
+    ("flow-matching", {"sampler": "heun", "steps": 3}, 6), ("flow-matching", {"sampler": "ode"}, None),
+    ("score-sde", {"sampler": "pc", "steps": 3}, None), ("score-sde", {"sampler": "euler", "steps": 3}, None),
+])
+def test_diffusion_samplers_report_x_t_and_change_nothing(name, options, steps):
+    model = genzoo.create(name, DataSpec(1, 8, 8, 17), seed=0, **tiny(name)).eval()
+    states = []
+    plain = model.sample(2, generator=torch.Generator().manual_seed(5), **options)
+    seen = model.sample(2, generator=torch.Generator().manual_seed(5), callback=states.append, **options)
+    assert torch.equal(plain, seen)
+    assert len(states) == model.sample_stats().nfe and [s["step"] for s in states] == list(range(1, len(states) + 1))
+    assert all(s["steps"] == steps for s in states)
+    for s in states:  # as levels, like the samples
+        assert s["x"].dtype == torch.int64 and s["x"].shape == seen.shape and int(s["x"].max()) <= 16
+    if "x0" in states[-1] and options["sampler"] in ("ancestral", "ddim"):
+        assert torch.equal(states[-1]["x0"], seen)  # the last x_0 prediction is the sample

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.spec import Dataset, DataSpec
+from ..data.transforms import from_centered
 from ..errors import GenzooError
 
 Kind = Literal["exact", "lower_bound"]
@@ -322,11 +323,19 @@ class LikelihoodModel(GenerativeModel):
 Callback = typing.Callable[[dict[str, Tensor | int]], None]
 
 
-def report_step(callback: Callback | None, step: int, steps: int, **state: Tensor) -> None:
+def report_step(callback: Callback | None, step: int, steps: int | None, **state: Tensor) -> None:
     """The one callback convention of the samplers: `callback({"step": k, "steps": N, "x": ...})` after
     step k of N, with copies of the state (the canvas as it fills), so a callback changes nothing."""
     if callback is not None:
         callback({"step": step, "steps": steps, **{k: v.clone() for k, v in state.items()}})
+
+
+def as_levels(callback: Callback | None, levels: int) -> Callback | None:
+    """A callback given a sampler's continuous states in [-1, 1] (x_t, x0, ...) as the nearest levels."""
+    if callback is None:
+        return None
+    return lambda state: callback({k: from_centered(v, levels) if isinstance(v, Tensor) else v
+                                   for k, v in state.items()})
 
 
 @contextmanager

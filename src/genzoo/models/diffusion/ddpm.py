@@ -41,7 +41,17 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_choices, check_positive, check_range, eval_mode
+from ..base import (
+    Callback,
+    LikelihoodModel,
+    LogLikelihood,
+    SampleStats,
+    as_levels,
+    check_choices,
+    check_positive,
+    check_range,
+    eval_mode,
+)
 from . import samplers
 from .continuous import UNetFields
 
@@ -343,8 +353,10 @@ class DDPM(LikelihoodModel):
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "ancestral",
-               steps: Optional[int] = None, eta: float = 0.0, clip: bool = True) -> Tensor:
-        """n images (n, C, H, W) int64 from x_T ~ N(0, I); `sample_stats()` gives the NFE.
+               steps: Optional[int] = None, eta: float = 0.0, clip: bool = True,
+               callback: Callback | None = None) -> Tensor:
+        """n images (n, C, H, W) int64 from x_T ~ N(0, I); `sample_stats()` gives the NFE; `callback`
+        sees x_t and the predicted x_0, as levels, after every step (`as_levels`).
 
         sampler "ancestral": x_t-1 ~ p(x_t-1 | x_t) for every t = T-1..0, no noise on the last
         step (steps must be None or T). "ddim" (noise scale eta; 0 is deterministic), "euler",
@@ -362,6 +374,7 @@ class DDPM(LikelihoodModel):
             raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
         with eval_mode(self):
             x0, nfe = samplers.discrete(self.process, self.net, sampler, (n, *self.spec.shape), steps or min(50, T),
-                                        eta, generator, clip, self.device, self._dtype())
+                                        eta, generator, clip, self.device, self._dtype(),
+                                        as_levels(callback, self.spec.levels))
         self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(x0, self.spec.levels)

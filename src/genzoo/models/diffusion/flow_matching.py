@@ -28,7 +28,7 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import LogLikelihood, SampleStats, check_positive, check_range, eval_mode
+from ..base import Callback, LogLikelihood, SampleStats, as_levels, check_positive, check_range, eval_mode, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
 from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
@@ -115,13 +115,16 @@ class FlowMatching(ContinuousTimeModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "heun",
                steps: Optional[int] = None, label: Optional[int] = None, guidance: float = 1.0,
-               labels: Tensor | None = None, rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+               labels: Tensor | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+               callback: Callback | None = None) -> Tensor:
         """n images (n, C, H, W) int64 from x(0) ~ N(0, I); `sample_stats()` gives the NFE.
 
         sampler "euler" or "heun" on `steps` equal steps of t (default sample_steps), "dpm-solver++"
         on the same grid with the data prediction, "ode" the adaptive RK45 (rtol, atol). A
         class-conditional model draws class `label` for every sample, or `labels` (n,), or by default
         the classes 0, 1, ... in turn, with classifier-free guidance weight `guidance` (1: none).
+        `callback` sees x_t and the predicted data x_1 = x_t + (1 - t) v, as levels, at every network
+        evaluation (`as_levels`).
         """
         n = self.check_n(n)
         check_sampler(sampler, FM_SAMPLERS)
@@ -137,8 +140,15 @@ class FlowMatching(ContinuousTimeModel):
         with eval_mode(self):
             x0 = torch.randn(shape, generator=generator, device=self.device, dtype=dtype)
 
+            planned = {"euler": len(t) - 1, "heun": 2 * (len(t) - 1), "dpm-solver++": len(t) - 1}.get(sampler)
+            watch, evaluations = as_levels(callback, self.spec.levels), 0
+
             def v_at(x: Tensor, ti: float) -> Tensor:
-                return self.velocity(x, torch.full((n,), ti, dtype=x.dtype, device=x.device), labels, guidance)
+                nonlocal evaluations
+                v = self.velocity(x, torch.full((n,), ti, dtype=x.dtype, device=x.device), labels, guidance)
+                evaluations += 1
+                report_step(watch, evaluations, planned, x=x, x0=x + (1 - ti) * v)
+                return v
 
             if sampler == "ode":
                 y, nfe = rk45(lambda ti, y: v_at(y.view(shape), ti).flatten(1), x0.flatten(1), 0.0, 1.0, rtol, atol)

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...errors import GenzooError
+from ..base import Callback, report_step
 from .schedules import predict_eps_from_x0
 
 Net = Callable[[Tensor, Tensor], Tensor]
@@ -198,7 +199,8 @@ def _noise(shape: Sequence[int], generator: torch.Generator | None, device: torc
 
 @torch.no_grad()
 def ancestral(process, net: Net, shape: Sequence[int], generator: torch.Generator | None = None, clip: bool = True,
-              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Sampled:
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+              callback: Callback | None = None) -> Sampled:
     """x_T ~ N(0, I); x_t-1 = mu_theta(x_t, t) + sigma_t z for t = T-1..1; x_0 = mu_theta(x_1, 0).
 
     Ho et al. 2020, algorithm 2, with sigma_t^2 from the process (beta-tilde, beta or learned).
@@ -210,13 +212,15 @@ def ancestral(process, net: Net, shape: Sequence[int], generator: torch.Generato
         x = pred["mean"]
         if t > 0:
             x = x + torch.exp(0.5 * pred["log_var"]) * _noise(shape, generator, device, dtype)
+        report_step(callback, process.timesteps - t, process.timesteps, x=x, x0=pred["x0"])
     return x, process.timesteps
 
 
 @torch.no_grad()
 def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta: float = 0.0,
          generator: torch.Generator | None = None, clip: bool = True,
-         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Sampled:
+         device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+         callback: Callback | None = None) -> Sampled:
     """DDIM over an ascending subsequence tau of 0-based steps, from x_T ~ N(0, I) at tau[-1].
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z
@@ -236,6 +240,7 @@ def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta:
         pred = process.p_mean_variance(net, x, tt, clip=clip)
         x0 = pred["x0"]
         if i == 0:
+            report_step(callback, len(taus), len(taus), x=x0, x0=x0)
             return x0, len(taus)
         eps = predict_eps_from_x0(alpha_bar, x, tt, x0)
         abar_t = alpha_bar[t].item()
@@ -244,6 +249,7 @@ def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta:
         x = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
             x = x + sigma * _noise(shape, generator, device, dtype)
+        report_step(callback, len(taus) - i, len(taus), x=x, x0=x0)
     return x, len(taus)
 
 
@@ -253,17 +259,18 @@ DISCRETE = ("ancestral", "ddim", "euler", "heun", "dpm-solver++")
 @torch.no_grad()
 def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, eta: float = 0.0,
              generator: torch.Generator | None = None, clip: bool = True, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float32) -> Sampled:
+             dtype: torch.dtype = torch.float32, callback: Callback | None = None) -> Sampled:
     """Any sampler of DISCRETE for the discrete-time process, over `steps` steps (ancestral: all T):
     evenly spaced, or for heun and dpm-solver++ those of `sigma_timesteps` with GRID_RHO. The ODE
     samplers run on the grid (sqrt(abar_t), sqrt(1 - abar_t)) of those steps, from x_T ~ N(0, I), and
-    end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0."""
+    end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0. `callback` sees x_t and
+    the x_0 prediction after every step (ancestral, ddim) or network evaluation (the ODE samplers)."""
     if sampler == "ancestral":
-        return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype)
+        return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype, callback=callback)
     rho = GRID_RHO.get(sampler)
     taus = even_timesteps(process.timesteps, steps) if rho is None else sigma_timesteps(process.alpha_bar, steps, rho)
     if sampler == "ddim":
-        return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype)
+        return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype, callback=callback)
     grid = taus[::-1]
     abar = process.alpha_bar
     alphas = [abar[t].sqrt().item() for t in grid] + [1.0]
@@ -273,4 +280,23 @@ def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, 
         t = torch.full((shape[0],), grid[i], dtype=torch.long, device=x.device)
         return process.p_mean_variance(net, x, t, clip=clip)["x0"]
 
-    return gaussian_path(sampler, x0_fn, _noise(shape, generator, device, dtype), alphas, sigmas)
+    planned = {"euler": len(grid), "heun": 2 * len(grid) - 1}.get(sampler, len(grid))
+    return gaussian_path(sampler, reporting(x0_fn, callback, planned), _noise(shape, generator, device, dtype),
+                         alphas, sigmas)
+
+
+def reporting(x0_fn: GridFn, callback: Callback | None, planned: int | None) -> GridFn:
+    """`x0_fn` reporting every evaluation to `callback`: its input x_t and the x_0 prediction, the
+    evaluations counted against the `planned` number (None where an adaptive solver decides)."""
+    if callback is None:
+        return x0_fn
+    count = 0
+
+    def fn(x: Tensor, i: int) -> Tensor:
+        nonlocal count
+        d = x0_fn(x, i)
+        count += 1
+        report_step(callback, count, planned, x=x, x0=d)
+        return d
+
+    return fn

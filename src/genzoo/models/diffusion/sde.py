@@ -30,10 +30,20 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import LogLikelihood, SampleStats, check_choices, check_positive, check_range, eval_mode
+from ..base import (
+    Callback,
+    LogLikelihood,
+    SampleStats,
+    as_levels,
+    check_choices,
+    check_positive,
+    check_range,
+    eval_mode,
+    report_step,
+)
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS, change_of_variables, rk4, rk45
-from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, sigma_times
+from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, reporting, sigma_times
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 SDE_SAMPLERS = ("pc", "em", "ode", "euler", "heun", "dpm-solver++")
@@ -281,7 +291,7 @@ class ScoreSDE(ContinuousTimeModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "pc", steps: Optional[int] = None,
                snr: float = 0.16, corrector_steps: int = 1, method: str = "rk45", rtol: float = 1e-5,
-               atol: float = 1e-5) -> Tensor:
+               atol: float = 1e-5, callback: Callback | None = None) -> Tensor:
         """n images (n, C, H, W) int64; `sample_stats()` gives the NFE.
 
         sampler "pc": predictor-corrector (reverse Euler-Maruyama + Langevin, `snr`, `corrector_steps`)
@@ -289,6 +299,8 @@ class ScoreSDE(ContinuousTimeModel):
         ODE with method "rk45" (rtol, atol) or "rk4" (`steps`, default 100); "euler", "heun",
         "dpm-solver++": the probability-flow ODE on `steps` times (default 50) from 1 to sample_eps
         (euler: evenly spaced; heun, dpm-solver++: samplers.GRID_RHO), then the x_0 prediction there.
+        `callback` sees x_t, as levels, at every network evaluation (with the x_0 prediction on the
+        Gaussian-path samplers).
         """
         n = self.check_n(n)
         check_sampler(sampler, SDE_SAMPLERS)
@@ -301,12 +313,20 @@ class ScoreSDE(ContinuousTimeModel):
             raise GenzooError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
         shape = (n, *self.spec.shape)
         kwargs = dict(generator=generator, device=self.device, dtype=self._dtype())
+        watch, evaluations = as_levels(callback, self.spec.levels), 0
+
+        def score(x: Tensor, t: Tensor) -> Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            report_step(watch, evaluations, None, x=x)
+            return self.score(x, t)
+
         with eval_mode(self):
             if sampler == "ode":
-                y, nfe = ode_sample(self.sde, self.score, shape, self.config.sample_eps, method, steps or 100, rtol,
+                y, nfe = ode_sample(self.sde, score, shape, self.config.sample_eps, method, steps or 100, rtol,
                                     atol, **kwargs)
             elif sampler in ("pc", "em"):
-                y, nfe = pc_sample(self.sde, self.score, shape, steps or self.config.sample_steps, self.config.sample_eps,
+                y, nfe = pc_sample(self.sde, score, shape, steps or self.config.sample_steps, self.config.sample_eps,
                                    snr, corrector_steps if sampler == "pc" else 0, **kwargs)
             else:
                 t = torch.linspace(1.0, self.config.sample_eps, steps or 50, dtype=torch.float64)
@@ -314,6 +334,7 @@ class ScoreSDE(ContinuousTimeModel):
                     t = sigma_times(self._sigma, 1.0, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
                 m, s = self.sde.marginal(t)
                 x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
-                y, nfe = gaussian_path(sampler, self._x0_pred(t), x1, m.tolist() + [1.0], s.tolist() + [0.0])
+                y, nfe = gaussian_path(sampler, reporting(self._x0_pred(t), watch, None), x1, m.tolist() + [1.0],
+                                       s.tolist() + [0.0])
         self._sample_stats = SampleStats(sampler, nfe)
         return from_centered(y, self.spec.levels)
