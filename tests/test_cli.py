@@ -125,3 +125,16 @@ def test_inpaint_completes_test_digits_and_refuses_models_that_cannot(tmp_path, 
     capsys.readouterr()
     assert main(["inpaint", str(ae)]) == 2
     assert "does not inpaint; the models that do: pixelcnn, gated-pixelcnn, pixelcnn++, vae" in capsys.readouterr().err
+
+
+def test_edit_takes_test_digits_to_a_noise_level_and_back(tmp_path, capsys):
+    run = tmp_path / "ddpm"
+    assert main(["train", "ddpm", "--timesteps", "20", "--base-channels", "8", "--attention-resolutions", "2",
+                 "--steps", "2", "--eval-every", "2", "--grid-size", "0", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["edit", str(run), "--strength", "0.4", "--from-test", "3", "--out", str(tmp_path / "e.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "by sdedit ancestral from t = 8, 9 network evaluations" in printed
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["edit", str(run), "--strength", "-0.1"]) == 2
+    assert "strength must be a number from 0 to 1" in capsys.readouterr().err

@@ -6,6 +6,7 @@ usage:
     genzoo sample DIR [--n 64] [--out grid.png] [model options: --temperature, --sampler, ...]
     genzoo eval DIR [--data NAME] [--root DIR] [--split test] [model options: --num-samples, ...]
     genzoo inpaint DIR [--mask bottom|top|left|right|center|random:F|MASK.png] [--from-test N | --image PNG]
+    genzoo edit DIR [--strength 0.5] [--from-test N | --image PNG] [model options: --sampler, --steps, ...]
     genzoo compare [--data NAME] [--models a,b,...] [--budget seconds|flops|default] [--runs DIR ...]
     genzoo report DIR [--out DIR]
     genzoo diffuse [--data NAME] [--out DIR]
@@ -195,31 +196,30 @@ def cmd_eval(argv: Sequence[str]) -> int:
     return 0
 
 
-def cmd_inpaint(argv: Sequence[str]) -> int:
-    from .masks import NAMES, known_mask
-    from .models.base import ImageRows
-    from .viz import save_figure
+def _image_flags(parser: Parser, what: str) -> None:
+    """The flags of a command that transforms images: the test images or a file, the output, the seed."""
+    parser.add_argument("--from-test", type=int, default=8, metavar="N", help=f"{what} the first N test images")
+    parser.add_argument("--image", default=None, help=f"{what} this PNG or JPEG instead (resized, quantized)")
+    parser.add_argument("--out", default=f"{what}.png", help="PNG of the originals above the results")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data", default=None, help="dataset of --from-test (default: the run's)")
+    parser.add_argument("--root", default=None)
 
-    def own(parser: Parser) -> None:
-        parser.add_argument("--mask", default="bottom", help=f"the region to fill: {', '.join(NAMES)} (default bottom)")
-        parser.add_argument("--from-test", type=int, default=8, metavar="N", help="inpaint the first N test images")
-        parser.add_argument("--image", default=None, help="inpaint this PNG or JPEG instead (resized, quantized)")
-        parser.add_argument("--out", default="inpaint.png", help="PNG of the originals, the given pixels and the completions")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--device", default="auto")
-        parser.add_argument("--data", default=None, help="dataset of --from-test (default: the run's)")
-        parser.add_argument("--root", default=None)
 
-    models = [n for n in registry.list_models() if registry.model_class(n).inpaint is not GenerativeModel.inpaint]
-    parsed = _run_parser("genzoo inpaint", "Complete the masked part of images with a trained model. Models that "
-                         f"inpaint: {', '.join(models)}.", argv, ("inpaint",), own)
+def _image_command(argv: Sequence[str], hook: str, description: str, own: Callable[[Parser], None]):
+    """Parse a command that runs `hook` (inpaint, edit) of a run's model on images; returns the parsed
+    flags, the model's options, the model, the images and their labels (None after --help)."""
+    models = [n for n in registry.list_models() if getattr(registry.model_class(n), hook) is not getattr(
+        GenerativeModel, hook)]
+    parsed = _run_parser(f"genzoo {hook}", f"{description} Models that {hook}: {', '.join(models)}.", argv, (hook,), own)
     if parsed is None:
-        return 0
+        return None
     args, routed, meta = parsed
     registry.check_seed(args.seed)
     model = _load_run(args.dir, args.device)
-    if not model.inpaints:
-        raise GenzooError(f"model {model.name!r} does not inpaint; the models that do: {', '.join(models)}.")
+    if getattr(type(model), hook) is getattr(GenerativeModel, hook):
+        raise GenzooError(f"model {model.name!r} does not {hook}; the models that do: {', '.join(models)}.")
     labels = None
     if args.image:
         from .data.folder import read_image
@@ -232,13 +232,52 @@ def cmd_inpaint(argv: Sequence[str]) -> int:
         ds = run_data(meta, args.data, args.root, "test")
         if not 1 <= args.from_test <= len(ds):
             raise GenzooError(f"--from-test must be from 1 to the {len(ds)} test images, got {args.from_test}.")
-        x, labels = ds.x[:args.from_test], None if ds.labels is None else ds.labels[:args.from_test]
+        x, labels = ds.x[:args.from_test], None if ds.labels is None else ds.labels[:args.from_test].to(model.device)
+    return args, routed[hook], model, model.check_input(x), labels
+
+
+def cmd_edit(argv: Sequence[str]) -> int:
+    from .models.base import ImageRows
+    from .viz import save_figure
+
+    def own(parser: Parser) -> None:
+        parser.add_argument("--strength", type=float, default=0.5, help="noise level in [0, 1] (default 0.5)")
+        _image_flags(parser, "edit")
+
+    parsed = _image_command(argv, "edit", "SDEdit: take images to a noise level and back with a trained model.", own)
+    if parsed is None:
+        return 0
+    args, options, model, x, labels = parsed
+    t0 = time.perf_counter()
+    extra = {"labels": labels} if model.num_classes and labels is not None else {}
+    out = model.edit(x, args.strength, generator=torch.Generator(device=model.device).manual_seed(args.seed),
+                     **extra, **options)
+    seconds, stats = time.perf_counter() - t0, model.sample_stats()
+    path = save_figure(ImageRows((x.cpu(), out.cpu()), ("original", f"strength {args.strength:g}")), model.spec,
+                       Path(args.out))
+    print(f"wrote {path}")
+    print(f"edited {len(x)} in {seconds:.2f} s" + (f" by {stats.sampler}, {stats.nfe} network evaluations" if stats else ""))
+    return 0
+
+
+def cmd_inpaint(argv: Sequence[str]) -> int:
+    from .masks import NAMES, known_mask
+    from .models.base import ImageRows
+    from .viz import save_figure
+
+    def own(parser: Parser) -> None:
+        parser.add_argument("--mask", default="bottom", help=f"the region to fill: {', '.join(NAMES)} (default bottom)")
+        _image_flags(parser, "inpaint")
+
+    parsed = _image_command(argv, "inpaint", "Complete the masked part of images with a trained model.", own)
+    if parsed is None:
+        return 0
+    args, options, model, x, labels = parsed
+    routed = {"inpaint": options}
     g = torch.Generator(device=model.device).manual_seed(args.seed)
     known = known_mask(args.mask, model.spec, len(x), torch.Generator().manual_seed(args.seed)).to(model.device)
-    x = model.check_input(x)
     t0 = time.perf_counter()
-    out = model.inpaint(x, known, generator=g, labels=labels.to(model.device) if labels is not None else None,
-                        **routed["inpaint"])
+    out = model.inpaint(x, known, generator=g, labels=labels, **routed["inpaint"])
     seconds, stats = time.perf_counter() - t0, model.sample_stats()
     shown = torch.where(known, x, torch.zeros_like(x))
     path = save_figure(ImageRows((x.cpu(), shown.cpu(), out.cpu()), ("original", "given", "completed")), model.spec,
@@ -273,7 +312,8 @@ EXTRA_COMMANDS = {
     "report": ("genzoo.report", "A model card of one run: report.html (offline) and report.md."),
 }
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample,
-                                                       "eval": cmd_eval, "inpaint": cmd_inpaint}
+                                                       "eval": cmd_eval, "inpaint": cmd_inpaint,
+                                                       "edit": cmd_edit}
 
 
 def _error(message: str) -> None:

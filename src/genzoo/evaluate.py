@@ -204,7 +204,7 @@ def describe_bits_per_dim(report: dict[str, Any]) -> str:
     """The figure in one plain sentence's words: value, its error, its kind and what it estimates."""
     kind = "exact" if report["kind"] == "exact" else "a lower bound"
     if report["estimate"] != ESTIMATES["log_likelihood"]:
-        kind += ", by the model's quicker validation estimate (genzoo eval computes the full figure)"
+        kind += ", by the model's quicker validation estimate of it, which genzoo eval computes in full"
     mc = f", Monte-Carlo error {report['estimator_se']:.4f}" if "estimator_se" in report else ""
     return (f"{report['bits_per_dim']:.4f} +- {report['bits_per_dim_se']:.4f} ({kind}; standard error over "
             f"{report['images']} images{mc})")

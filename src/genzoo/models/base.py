@@ -34,6 +34,7 @@ Methods (those marked * must be defined; the rest have working defaults):
     task_metrics(data, generator) extra metrics for `genzoo eval` and compare (PSNR, ...)
     figures(data, generator)      extra figures for `genzoo sample`, as data (drawn by genzoo.viz)
     inpaint(x, known, generator, labels, ...)  x completed where `known` is False (default: refused)
+    edit(x, strength, generator, ...)          SDEdit: x noised to `strength`, then denoised (default: refused)
     options(method)               the keyword options of a method, for the command line
     sample_stats()                the sampler and NFE of the last `sample` call (default: None)
 """
@@ -55,8 +56,9 @@ from ..errors import GenzooError
 
 Kind = Literal["exact", "lower_bound"]
 # Methods whose keyword options the command line offers as flags (`genzoo sample`, `genzoo eval`).
-OPTION_METHODS = ("sample", "figures", "log_likelihood", "task_metrics", "inpaint")
-_NOT_OPTIONS = {"self", "n", "x", "known", "generator", "data", "labels", "callback", "args", "kwargs", "options"}
+OPTION_METHODS = ("sample", "figures", "log_likelihood", "task_metrics", "inpaint", "edit")
+_NOT_OPTIONS = {"self", "n", "x", "known", "strength", "generator", "data", "labels", "callback", "args", "kwargs",
+                "options"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Option(NamedTuple):
 
 # Hooks whose images `x` pass through `check_input`, and whose sample count `n` through `check_n`,
 # before the model's own code sees them, whoever calls them: one validation path for every entry.
-CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats", "sample", "inpaint")
+CHECKED_HOOKS = ("loss", "log_likelihood", "validation_nats", "sample", "inpaint", "edit")
 MAX_SAMPLES = 100_000  # images one `sample` call draws
 
 
@@ -233,6 +235,13 @@ class GenerativeModel(nn.Module):
         defines it."""
         raise GenzooError(f"model {self.name!r} does not inpaint: its family has no principled completion of "
                           f"a partial image here; `genzoo inpaint --help` lists the models that do.")
+
+    def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """SDEdit (Meng et al. 2022): x taken to the noise level `strength` in [0, 1] of the model's
+        forward process and brought back by its sampler; strength 0 returns x, 1 draws afresh.
+        Default: refused in one sentence; the diffusion and flow-matching families define it."""
+        raise GenzooError(f"model {self.name!r} does not edit: SDEdit needs a process from data to noise "
+                          f"(the diffusion and flow-matching models); `genzoo edit --help` lists them.")
 
     @property
     def inpaints(self) -> bool:
@@ -376,6 +385,13 @@ def check_range(value: float, name: str, lo: float, hi: float) -> None:
 
 TEMPERATURES = (1e-4, 100.0)  # dividing logits: from the argmax to near-uniform
 LATENT_TEMPERATURES = (0.0, 100.0)  # scaling a latent's standard deviation: 0 draws the mode
+
+
+def check_strength(strength: Any) -> float:
+    """An SDEdit strength: a number from 0 (x itself) to 1 (pure noise)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise GenzooError(f"strength must be a number from 0 to 1, got {strength!r}.")
+    return float(strength)
 
 
 def check_temperature(temperature: float, scales_latent: bool = False) -> float:

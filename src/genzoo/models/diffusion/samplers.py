@@ -200,28 +200,29 @@ def _noise(shape: Sequence[int], generator: torch.Generator | None, device: torc
 @torch.no_grad()
 def ancestral(process, net: Net, shape: Sequence[int], generator: torch.Generator | None = None, clip: bool = True,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-              callback: Callback | None = None) -> Sampled:
-    """x_T ~ N(0, I); x_t-1 = mu_theta(x_t, t) + sigma_t z for t = T-1..1; x_0 = mu_theta(x_1, 0).
+              callback: Callback | None = None, start: tuple[Tensor, int] | None = None) -> Sampled:
+    """x_T ~ N(0, I); x_t-1 = mu_theta(x_t, t) + sigma_t z for t = T-1..1; x_0 = mu_theta(x_1, 0);
+    from `start` = (x_t0, t0) instead, when given, over t = t0..0 (SDEdit).
 
     Ho et al. 2020, algorithm 2, with sigma_t^2 from the process (beta-tilde, beta or learned).
     """
-    x = _noise(shape, generator, device, dtype)
-    for t in tqdm(range(process.timesteps - 1, -1, -1), desc="ancestral", leave=False, disable=None):
+    x, top = (_noise(shape, generator, device, dtype), process.timesteps - 1) if start is None else start
+    for t in tqdm(range(top, -1, -1), desc="ancestral", leave=False, disable=None):
         tt = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
         pred = process.p_mean_variance(net, x, tt, clip=clip)
         x = pred["mean"]
         if t > 0:
             x = x + torch.exp(0.5 * pred["log_var"]) * _noise(shape, generator, device, dtype)
-        report_step(callback, process.timesteps - t, process.timesteps, x=x, x0=pred["x0"])
-    return x, process.timesteps
+        report_step(callback, top + 1 - t, top + 1, x=x, x0=pred["x0"])
+    return x, top + 1
 
 
 @torch.no_grad()
 def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta: float = 0.0,
          generator: torch.Generator | None = None, clip: bool = True,
          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-         callback: Callback | None = None) -> Sampled:
-    """DDIM over an ascending subsequence tau of 0-based steps, from x_T ~ N(0, I) at tau[-1].
+         callback: Callback | None = None, x: Tensor | None = None) -> Sampled:
+    """DDIM over an ascending subsequence tau of 0-based steps, from x_T ~ N(0, I) (or `x`) at tau[-1].
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z
         sigma  = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
@@ -233,7 +234,7 @@ def ddim(process, net: Net, shape: Sequence[int], timesteps: Sequence[int], eta:
     assert taus and all(a < b for a, b in zip(taus, taus[1:])), "timesteps must be strictly increasing"
     assert 0 <= taus[0] and taus[-1] < process.timesteps
     alpha_bar = process.alpha_bar
-    x = _noise(shape, generator, device, dtype)
+    x = _noise(shape, generator, device, dtype) if x is None else x
     for i in tqdm(range(len(taus) - 1, -1, -1), desc="ddim", leave=False, disable=None):
         t = taus[i]
         tt = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
@@ -259,18 +260,25 @@ DISCRETE = ("ancestral", "ddim", "euler", "heun", "dpm-solver++")
 @torch.no_grad()
 def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, eta: float = 0.0,
              generator: torch.Generator | None = None, clip: bool = True, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float32, callback: Callback | None = None) -> Sampled:
+             dtype: torch.dtype = torch.float32, callback: Callback | None = None,
+             start: tuple[Tensor, int] | None = None) -> Sampled:
     """Any sampler of DISCRETE for the discrete-time process, over `steps` steps (ancestral: all T):
     evenly spaced, or for heun and dpm-solver++ those of `sigma_timesteps` with GRID_RHO. The ODE
     samplers run on the grid (sqrt(abar_t), sqrt(1 - abar_t)) of those steps, from x_T ~ N(0, I), and
     end at (1, 0), the (clipped) x_0 prediction; euler there is ddim with eta = 0. `callback` sees x_t and
-    the x_0 prediction after every step (ancestral, ddim) or network evaluation (the ODE samplers)."""
+    the x_0 prediction after every step (ancestral, ddim) or network evaluation (the ODE samplers).
+    `start` = (x_t0, t0) starts from a given x_t0 at step t0 instead of from noise at T-1 (SDEdit): the
+    steps are then those of the same rule over 0..t0."""
     if sampler == "ancestral":
-        return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype, callback=callback)
-    rho = GRID_RHO.get(sampler)
-    taus = even_timesteps(process.timesteps, steps) if rho is None else sigma_timesteps(process.alpha_bar, steps, rho)
+        return ancestral(process, net, shape, generator, clip=clip, device=device, dtype=dtype, callback=callback,
+                         start=start)
+    rho, top = GRID_RHO.get(sampler), process.timesteps if start is None else start[1] + 1
+    steps = min(steps, top)
+    taus = even_timesteps(top, steps) if rho is None else sigma_timesteps(process.alpha_bar[:top], steps, rho)
+    x = _noise(shape, generator, device, dtype) if start is None else start[0]
     if sampler == "ddim":
-        return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype, callback=callback)
+        return ddim(process, net, shape, taus, eta, generator, clip=clip, device=device, dtype=dtype, callback=callback,
+                    x=x)
     grid = taus[::-1]
     abar = process.alpha_bar
     alphas = [abar[t].sqrt().item() for t in grid] + [1.0]
@@ -281,8 +289,7 @@ def discrete(process, net: Net, sampler: str, shape: Sequence[int], steps: int, 
         return process.p_mean_variance(net, x, t, clip=clip)["x0"]
 
     planned = {"euler": len(grid), "heun": 2 * len(grid) - 1}.get(sampler, len(grid))
-    return gaussian_path(sampler, reporting(x0_fn, callback, planned), _noise(shape, generator, device, dtype),
-                         alphas, sigmas)
+    return gaussian_path(sampler, reporting(x0_fn, callback, planned), x, alphas, sigmas)
 
 
 def reporting(x0_fn: GridFn, callback: Callback | None, planned: int | None) -> GridFn:

@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...data.spec import DataSpec
-from ...data.transforms import from_centered
+from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
 from ..base import (
@@ -38,6 +38,7 @@ from ..base import (
     check_choices,
     check_positive,
     check_range,
+    check_strength,
     eval_mode,
     report_step,
 )
@@ -329,12 +330,36 @@ class ScoreSDE(ContinuousTimeModel):
                 y, nfe = pc_sample(self.sde, score, shape, steps or self.config.sample_steps, self.config.sample_eps,
                                    snr, corrector_steps if sampler == "pc" else 0, **kwargs)
             else:
-                t = torch.linspace(1.0, self.config.sample_eps, steps or 50, dtype=torch.float64)
-                if sampler in GRID_RHO:
-                    t = sigma_times(self._sigma, 1.0, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
-                m, s = self.sde.marginal(t)
                 x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
-                y, nfe = gaussian_path(sampler, reporting(self._x0_pred(t), watch, None), x1, m.tolist() + [1.0],
-                                       s.tolist() + [0.0])
+                y, nfe = self._gaussian_path(x1, 1.0, sampler, steps, watch)
         self._sample_stats = SampleStats(sampler, nfe)
+        return from_centered(y, self.spec.levels)
+
+    def _gaussian_path(self, x: Tensor, t_max: float, sampler: str, steps: Optional[int],
+                       watch: Callback | None) -> tuple[Tensor, int]:
+        """The probability-flow ODE from x at time t_max down to sample_eps by euler, heun or dpm-solver++
+        on `steps` times (default 50), then the x_0 prediction there."""
+        t = torch.linspace(t_max, self.config.sample_eps, steps or 50, dtype=torch.float64)
+        if sampler in GRID_RHO:
+            t = sigma_times(self._sigma, t_max, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
+        m, s = self.sde.marginal(t)
+        return gaussian_path(sampler, reporting(self._x0_pred(t), watch, None), x, m.tolist() + [1.0], s.tolist() + [0.0])
+
+    @torch.no_grad()
+    def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "heun",
+             steps: Optional[int] = None, callback: Callback | None = None) -> Tensor:
+        """SDEdit: x_t = m(t) x + s(t) z at t = strength (the SDE's own time), then the probability-flow ODE
+        back to sample_eps by euler, heun or dpm-solver++ (`steps`, default 50); strength 0 returns x."""
+        if check_strength(strength) == 0:
+            return x.clone()
+        check_sampler(sampler, ("euler", "heun", "dpm-solver++"))
+        check_steps(steps)
+        t_max = max(strength, 2 * self.config.sample_eps)
+        v = to_centered(x, self.spec.levels, self._dtype())
+        m, s = self.sde.marginal(torch.tensor([t_max], dtype=torch.float64))
+        z = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+        with eval_mode(self):
+            y, nfe = self._gaussian_path(float(m) * v + float(s) * z, t_max, sampler, steps,
+                                         as_levels(callback, self.spec.levels))
+        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t_max:.3g}", nfe)
         return from_centered(y, self.spec.levels)
