@@ -31,7 +31,8 @@ import torch
 from . import __version__, configs, distributed, precision
 from .data.spec import Dataset
 from .errors import GenzooError, Interrupted
-from .models.base import GenerativeModel, check_choices
+from .models.base import GenerativeModel
+from .models.helpers import check_choices
 from .nn.pointwise import to_channels_last
 from .registry import check_seed
 from .rundir import RunDirectory

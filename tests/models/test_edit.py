@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny
 
 import genzoo
 from genzoo import GenzooError
 from genzoo.data.spec import DataSpec
+from tiny import tiny
 
 SPEC = DataSpec(1, 8, 8, 17)
 MODELS = ["ddpm", "sohl-dickstein", "score-sde", "flow-matching"]

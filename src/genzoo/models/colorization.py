@@ -44,7 +44,8 @@ from ..data.spec import Dataset, DataSpec
 from ..errors import GenzooError
 from ..functional import psnr
 from ..nn.pointwise import Conv1x1
-from .base import Figure, GenerativeModel, ImageRows, check_positive, check_range, check_temperature, eval_mode
+from .base import Figure, GenerativeModel, ImageRows
+from .helpers import check_positive, check_range, check_temperature, eval_mode
 
 # -- sRGB (D65) <-> CIE Lab ----------------------------------------------------------------------
 RGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),

@@ -28,7 +28,8 @@ from ...distributed import gather_rows
 from ...errors import GenzooError
 from ...functional import float32, psnr
 from ...nn.convnets import ConvDecoder, ConvEncoder
-from ..base import Figure, GenerativeModel, ImageRows, check_choices, check_positive, check_range, check_temperature, eval_mode
+from ..base import Figure, GenerativeModel, ImageRows
+from ..helpers import check_choices, check_positive, check_range, check_temperature, eval_mode
 
 Corruption = Literal["gaussian", "mask", "salt_pepper"]
 

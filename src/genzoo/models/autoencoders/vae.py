@@ -30,17 +30,8 @@ from ...errors import GenzooError
 from ...functional import discretized_logistic_log_prob, float32, psnr, standard_normal_log_prob, widen
 from ...nn.convnets import ConvDecoder, ConvEncoder
 from ..autoregressive.common import categorical_log_prob, sample_categorical
-from ..base import (
-    Figure,
-    ImageRows,
-    LikelihoodModel,
-    LogLikelihood,
-    SampleStats,
-    check_choices,
-    check_positive,
-    check_range,
-    check_temperature,
-)
+from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood, SampleStats
+from ..helpers import check_choices, check_positive, check_range, check_temperature
 from .ae import evaluating
 
 # Most decoder output values (images x importance samples x outputs per image) held at once

@@ -45,16 +45,8 @@ from ...nn.pointwise import Conv1x1
 from ...nn.quantize import Quantized, VectorQuantizer
 from ..autoregressive.code_prior import PriorConfig, build_code_prior
 from ..autoregressive.common import categorical_log_prob
-from ..base import (
-    Figure,
-    ImageRows,
-    LikelihoodModel,
-    LogLikelihood,
-    check_choices,
-    check_positive,
-    check_range,
-    check_temperature,
-)
+from ..base import Figure, ImageRows, LikelihoodModel, LogLikelihood
+from ..helpers import check_choices, check_positive, check_range, check_temperature
 from .ae import evaluating
 
 STAGES = ("autoencoder", "prior")

@@ -26,7 +26,7 @@ from ...errors import GenzooError
 from ...nn.pointwise import Conv1x1
 from ...nn.quantize import Quantized
 from ..autoregressive.code_prior import ConditionalPixelCNN, build_code_prior
-from ..base import check_positive, check_range
+from ..helpers import check_positive, check_range
 from .vqvae import VQVAE, Downsampler, Upsampler, VQModel, VQVAEConfig, grid_sizes, halve
 
 

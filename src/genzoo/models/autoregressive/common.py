@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ...errors import GenzooError
 from ...functional import float32
-from ..base import Callback, report_step
+from ..helpers import Callback, report_step
 
 
 @float32

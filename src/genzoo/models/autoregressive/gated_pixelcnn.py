@@ -30,7 +30,8 @@ from ...functional import widen
 from ...nn.causal import GroupedConv1x1, HorizontalConv2d, VerticalConv2d, down_shift, gate
 from ...nn.masked import MaskedConv2d, channel_groups
 from ...nn.pointwise import Conv1x1
-from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
+from ..base import LogLikelihood
+from ..helpers import Callback, check_positive, check_range, check_temperature, eval_mode
 from .cached import GatedPixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 from .inpaint import AutoregressiveModel

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import GenzooError
-from ..base import LikelihoodModel, LogLikelihood, SampleStats, check_temperature
+from ..base import LikelihoodModel, LogLikelihood, SampleStats
+from ..helpers import check_temperature
 from .common import sample_categorical
 
 

@@ -24,7 +24,8 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.masked import MaskedConv2d
-from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode
+from ..base import LogLikelihood
+from ..helpers import Callback, check_positive, check_range, check_temperature, eval_mode
 from .cached import PixelCNNStepper, cached_ancestral_sample
 from .common import ancestral_sample, categorical_log_prob, check_given, check_group_widths
 from .inpaint import AutoregressiveModel

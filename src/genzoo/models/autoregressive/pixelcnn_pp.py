@@ -43,7 +43,8 @@ from ...nn.causal import (
 )
 from ...nn.init import data_dependent_init
 from ...nn.pointwise import Conv1x1
-from ..base import Callback, LogLikelihood, check_positive, check_range, check_temperature, eval_mode, report_step
+from ..base import LogLikelihood
+from ..helpers import Callback, check_positive, check_range, check_temperature, eval_mode, report_step
 from .common import check_given, sample_categorical
 from .inpaint import AutoregressiveModel
 

@@ -21,7 +21,8 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import float32
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, check_positive, check_range, eval_mode
+from ..base import LikelihoodModel, LogLikelihood
+from ..helpers import check_positive, check_range, eval_mode
 from .ode import change_of_variables
 
 DIVERGENCES = ("auto", "exact", "hutchinson")

@@ -40,18 +40,8 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.unet import UNet
-from ..base import (
-    Callback,
-    LikelihoodModel,
-    LogLikelihood,
-    SampleStats,
-    as_levels,
-    check_choices,
-    check_positive,
-    check_range,
-    check_strength,
-    eval_mode,
-)
+from ..base import LikelihoodModel, LogLikelihood, SampleStats
+from ..helpers import Callback, as_levels, check_choices, check_positive, check_range, check_strength, eval_mode
 from . import samplers
 from .continuous import UNetFields
 from .process import GaussianDiffusion, Objective, Prediction, Schedule, Variance

@@ -28,17 +28,8 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import (
-    Callback,
-    LogLikelihood,
-    SampleStats,
-    as_levels,
-    check_positive,
-    check_range,
-    check_strength,
-    eval_mode,
-    report_step,
-)
+from ..base import LogLikelihood, SampleStats
+from ..helpers import Callback, as_levels, check_positive, check_range, check_strength, eval_mode, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
 from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun

@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...errors import GenzooError
-from ..base import Callback, report_step
+from ..helpers import Callback, report_step
 from .schedules import predict_eps_from_x0
 
 Net = Callable[[Tensor, Tensor], Tensor]

@@ -30,18 +30,8 @@ from ...data.spec import DataSpec
 from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import (
-    Callback,
-    LogLikelihood,
-    SampleStats,
-    as_levels,
-    check_choices,
-    check_positive,
-    check_range,
-    check_strength,
-    eval_mode,
-    report_step,
-)
+from ..base import LogLikelihood, SampleStats
+from ..helpers import Callback, as_levels, check_choices, check_positive, check_range, check_strength, eval_mode, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS, change_of_variables, rk4, rk45
 from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, reporting, sigma_times

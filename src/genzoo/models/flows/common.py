@@ -35,7 +35,8 @@ from ...data.transforms import dequantize, from_unit
 from ...errors import GenzooError
 from ...functional import float32, standard_normal_log_prob
 from ...nn.flow_layers import Split
-from ..base import Figure, LikelihoodModel, LogLikelihood, check_choices, check_temperature
+from ..base import Figure, LikelihoodModel, LogLikelihood
+from ..helpers import check_choices, check_temperature
 
 Preprocess = Literal["logit", "centered"]  # logit(alpha + (1 - 2 alpha) v), or v - 1/2
 ScaleFn = Literal["tanh", "sigmoid"]

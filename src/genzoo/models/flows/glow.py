@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.flow_layers import ActNorm, AffineCoupling, GaussianizeSplit, GaussianizeTop, InvConv1x1, InvConv1x1LU, Split, Squeeze
-from ..base import check_positive
+from ..helpers import check_positive
 from .common import FlowModel, Preprocess, ScaleFn, check_preprocess, count_halvings
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from ...data.spec import DataSpec
 from ...errors import GenzooError
 from ...nn.flow_layers import AffineCoupling, Split, Squeeze
-from ..base import check_positive
+from ..helpers import check_positive
 from .common import FlowModel, Preprocess, ScaleFn, check_preprocess, count_halvings
 
 
