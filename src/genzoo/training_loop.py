@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,9 +23,7 @@ from .evaluate import validate
 from .models.base import GenerativeModel
 from .optim import lr_at, make_optimizer, update_ema
 from .rundir import RunDirectory, optimizer_from_flat, rng_state, set_rng_state
-
-if TYPE_CHECKING:
-    from .training import TrainConfig, TrainResult
+from .train_config import TrainConfig, TrainResult
 
 
 class Stop(Exception):
