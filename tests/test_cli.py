@@ -138,3 +138,14 @@ def test_edit_takes_test_digits_to_a_noise_level_and_back(tmp_path, capsys):
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["edit", str(run), "--strength", "-0.1"]) == 2
     assert "strength must be a number from 0 to 1" in capsys.readouterr().err
+
+
+def test_a_missing_dependency_is_one_sentence_when_the_command_starts_not_after_training(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["compare", "--models", "pixelcnn", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "genzoo compare needs matplotlib" in err and "pip install -c constraints.txt -e ." in err
+    assert not (tmp_path / "c").exists()  # nothing was trained
