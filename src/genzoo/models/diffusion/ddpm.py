@@ -30,7 +30,7 @@ with the discretized Gaussian decoder: bins of width 2/(K-1) in [-1, 1], edges t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -68,6 +68,8 @@ class DDPMConfig(UNetFields):
     objective: Objective = "simple"  # L_simple, L_simple + vlb_weight * L_vlb (hybrid), or the bound alone (vlb)
     vlb_weight: float = 0.001  # weight of L_vlb in the hybrid objective
     validation_terms: int = 50  # bound terms of the validation estimate (a random offset per image)
+    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
+    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,6 +83,8 @@ class DDPMConfig(UNetFields):
         if self.objective != "simple" and self.variance != "learned":
             raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
+        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
 
 
 class DDPM(LikelihoodModel):
@@ -100,7 +104,27 @@ class DDPM(LikelihoodModel):
         self.process = GaussianDiffusion(betas, config.variance, config.prediction, spec.levels)
         self.net = UNet(C, self.process.output_channels(C), min(spec.height, spec.width), config.base_channels,
                         config.channel_mults, config.num_res_blocks, config.attention_resolutions, config.dropout,
-                        config.num_heads)
+                        config.num_heads, num_classes=config.num_classes)
+
+    def network(self, labels: Tensor | None = None, guidance: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+        """The network as the process calls it, net(x_t, t), given `labels` (n,) for a class-conditional
+        model; with guidance w != 1 its mean output is u + w (c - u) (classifier-free guidance, Ho &
+        Salimans 2022: u given the null class), the learned variance the conditional one's."""
+        if labels is None:
+            return self.net
+        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not -100 <= guidance <= 100:
+            raise GenzooError(f"guidance must be a number from -100 to 100, got {guidance!r}.")
+        mean = self.process.output_channels(self.spec.channels) - (
+            self.spec.channels if self.config.variance == "learned" else 0)
+
+        def net(xt: Tensor, t: Tensor) -> Tensor:
+            if guidance == 1.0:
+                return self.net(xt, t, labels)
+            null = torch.full_like(labels, self.config.num_classes)
+            u, c = self.net(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([null, labels])).chunk(2)
+            return torch.cat([u[:, :mean] + guidance * (c[:, :mean] - u[:, :mean]), c[:, mean:]], 1)
+
+        return net
 
     # -- the contract (models/base.py) for diffusion ---------------------------------------------
     @property
@@ -143,7 +167,7 @@ class DDPM(LikelihoodModel):
         """Levels (B, C, H, W) -> x_0 in [-1, 1], in the network's dtype."""
         return to_centered(x, self.spec.levels, dtype=self._dtype())
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """The training objective per dimension, batch mean, one t ~ U{0..T-1} and one eps per image.
 
         objective "simple": with prediction "eps", L_simple, the mean squared error of eps_theta
@@ -151,20 +175,26 @@ class DDPM(LikelihoodModel):
         "levels", the cross-entropy of the true level under P(x_0 | x_t), in nats per dimension.
         "hybrid": that simple loss plus vlb_weight * L_vlb, with L_vlb = (T L_t + L_T) / D the
         one-step estimate of the negative bound in nats per dimension (mean held fixed in it).
-        "vlb": L_vlb alone, nats per dimension."""
+        "vlb": L_vlb alone, nats per dimension. A class-conditional model sees its `labels`, each
+        replaced by the null class with probability label_dropout in training."""
         x = self.check_input(x)
         x0 = self.to_model_space(x)
         B, T = x0.shape[0], self.process.timesteps
+        labels = self.check_labels(labels, B)
+        if labels is not None and self.training and self.config.label_dropout > 0:
+            dropped = torch.rand(B, device=x0.device) < self.config.label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
+        net = self.network(labels)
         t = torch.randint(0, T, (B,), device=x0.device)
         eps = torch.randn_like(x0)
         xt = self.process.q_sample(x0, t, eps)
         if self.config.objective == "simple" and self.config.prediction == "eps":
-            eps_hat = self.net(xt, t.to(xt.dtype))
+            eps_hat = net(xt, t.to(xt.dtype))
             return (widen(eps_hat) - eps).pow(2).mean()
         if self.config.objective == "simple":
-            pred, vlb = self.process.p_mean_variance(self.net, xt, t, clip=False), None
+            pred, vlb = self.process.p_mean_variance(net, xt, t, clip=False), None
         else:
-            terms, pred = self.process.vlb_terms(self.net, x0, xt, t, detach_mean=self.config.objective == "hybrid")
+            terms, pred = self.process.vlb_terms(net, x0, xt, t, detach_mean=self.config.objective == "hybrid")
             # sum over t of L_t estimated by T * L_t at uniform t, plus the prior term; per dimension.
             vlb = (T * terms + self.process.prior_kl(x0)).mean() / self.spec.dims
             if self.config.objective == "vlb":
@@ -177,21 +207,23 @@ class DDPM(LikelihoodModel):
 
     # -- likelihood ----------------------------------------------------------------------------
     @torch.no_grad()
-    def bound_terms(self, x: Tensor, t_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def bound_terms(self, x: Tensor, t_values: Tensor, generator: torch.Generator | None = None,
+                    labels: Tensor | None = None) -> Tensor:
         """L_t (B, K) in nats at each of K steps, with x_t ~ q(x_t | x_0) drawn per step; t_values (K,)
-        are shared by the images, (K, B) give each image its own."""
+        are shared by the images, (K, B) give each image its own; given `labels`, of p(x | labels)."""
         x = self.check_input(x)
         x0 = self.to_model_space(x)
-        out = []
+        net, out = self.network(self.check_labels(labels, len(x))), []
         for t in t_values:
             tt = t.to(x0.device).long().expand(x0.shape[0])
             eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
             xt = self.process.q_sample(x0, tt, eps)
-            out.append(self.process.vlb_terms(self.net, x0, xt, tt)[0])
+            out.append(self.process.vlb_terms(net, x0, xt, tt)[0])
         return torch.stack(out, dim=1)
 
     @torch.no_grad()
-    def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, stride: int = 1) -> LogLikelihood:
+    def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, stride: int = 1,
+                       labels: Tensor | None = None) -> LogLikelihood:
         """Variational lower bound on log P(x) of the discrete image, nats (B,), kind "lower_bound".
 
         stride = 1 sums all T terms exactly (one network call per step, x_t drawn from q per
@@ -204,32 +236,34 @@ class DDPM(LikelihoodModel):
         with eval_mode(self):
             T = self.process.timesteps
             if stride == 1:
-                terms = self.bound_terms(x, torch.arange(T - 1, -1, -1), generator).sum(1)
+                terms = self.bound_terms(x, torch.arange(T - 1, -1, -1), generator, labels).sum(1)
             else:
                 offset = torch.randint(0, stride, (len(x),), generator=generator, device=self.device)
                 ts = 1 + offset + torch.arange(0, T - 1, stride, device=self.device).unsqueeze(1)  # (K, B)
                 kept = (ts < T).T  # (B, K); a step past T - 1 is computed and dropped
-                kl = (self.bound_terms(x, ts.clamp(max=T - 1), generator) * kept).sum(1) * (T - 1) / kept.sum(1)
-                terms = kl + self.bound_terms(x, torch.zeros(1, dtype=torch.long), generator)[:, 0]
+                kl = (self.bound_terms(x, ts.clamp(max=T - 1), generator, labels) * kept).sum(1) * (T - 1) / kept.sum(1)
+                terms = kl + self.bound_terms(x, torch.zeros(1, dtype=torch.long), generator, labels)[:, 0]
             nats = -(terms + self.process.prior_kl(self.to_model_space(x)))
         return LogLikelihood(nats, "lower_bound")
 
     @torch.no_grad()
-    def validation_nats(self, x: Tensor) -> LogLikelihood:
+    def validation_nats(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
         """log_likelihood(x, stride=max(1, T // validation_terms)) with a generator seeded 0: nats (B,), kind
         "lower_bound", a Monte Carlo estimate of the variational lower bound (not a bound): L_T and L_0 exact,
         the KL terms at every stride-th step (a random offset per image) times (T - 1) / (steps kept)."""
         stride = max(1, self.process.timesteps // self.config.validation_terms)
         generator = torch.Generator(device=self.device).manual_seed(0)
-        return self.log_likelihood(x, generator=generator, stride=stride)
+        return self.log_likelihood(x, generator=generator, stride=stride, labels=labels)
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "ancestral",
-               steps: Optional[int] = None, eta: float = 0.0, clip: bool = True,
-               callback: Callback | None = None) -> Tensor:
+               steps: Optional[int] = None, eta: float = 0.0, clip: bool = True, label: Optional[int] = None,
+               labels: Tensor | None = None, guidance: float = 1.0, callback: Callback | None = None) -> Tensor:
         """n images (n, C, H, W) int64 from x_T ~ N(0, I); `sample_stats()` gives the NFE; `callback`
-        sees x_t and the predicted x_0, as levels, after every step (`as_levels`).
+        sees x_t and the predicted x_0, as levels, after every step (`as_levels`). A class-conditional
+        model draws class `label`, or `labels` (n,), or the classes 0, 1, ... in turn, with
+        classifier-free guidance `guidance` (1: the conditional model; each step then costs two NFE).
 
         sampler "ancestral": x_t-1 ~ p(x_t-1 | x_t) for every t = T-1..0, no noise on the last
         step (steps must be None or T). "ddim" (noise scale eta; 0 is deterministic), "euler",
@@ -246,15 +280,25 @@ class DDPM(LikelihoodModel):
         if sampler == "ancestral" and steps not in (None, T):
             raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
         with eval_mode(self):
-            x0, nfe = samplers.discrete(self.process, self.net, sampler, (n, *self.spec.shape), steps or min(50, T),
+            x0, nfe = samplers.discrete(self.process, self._guided(n, label, labels, guidance), sampler,
+                                        (n, *self.spec.shape), steps or min(50, T),
                                         eta, generator, clip, self.device, self._dtype(),
                                         as_levels(callback, self.spec.levels))
-        self._sample_stats = SampleStats(sampler, nfe)
+        self._sample_stats = SampleStats(sampler, nfe * (2 if self.num_classes and guidance != 1.0 else 1))
         return from_centered(x0, self.spec.levels)
+
+    def _guided(self, n: int, label: Optional[int], labels: Tensor | None, guidance: float) -> Callable:
+        """The network for sampling n images: unconditional, or given the classes asked for (with guidance)."""
+        if self.num_classes and labels is None:
+            if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+                raise GenzooError(f"label must be an integer class index, got {label!r}.")
+            labels = torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes
+        return self.network(self.check_labels(labels, n), guidance)
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "ancestral",
-             steps: Optional[int] = None, eta: float = 0.0, clip: bool = True, callback: Callback | None = None) -> Tensor:
+             steps: Optional[int] = None, eta: float = 0.0, clip: bool = True, labels: Tensor | None = None,
+             guidance: float = 1.0, callback: Callback | None = None) -> Tensor:
         """SDEdit: x_t0 ~ q(x_t0 | x) at t0 = round(strength (T - 1)), then `sampler` from t0 to 0 (ddim and the
         ODE samplers over `steps` of those t0 + 1 steps, default 50); strength 0 returns x itself."""
         if check_strength(strength) == 0:
@@ -265,8 +309,10 @@ class DDPM(LikelihoodModel):
         v = self.to_model_space(x)
         eps = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
         with eval_mode(self):
-            y, nfe = samplers.discrete(self.process, self.net, sampler, tuple(x.shape), steps or 50, eta, generator, clip,
+            y, nfe = samplers.discrete(self.process, self._guided(len(x), None, labels, guidance), sampler, tuple(x.shape),
+                                       steps or 50, eta, generator, clip,
                                        self.device, v.dtype, as_levels(callback, self.spec.levels),
                                        start=(self.process.q_sample(v, torch.full((len(x),), t0, device=v.device), eps), t0))
-        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t0}", nfe)
+        per_step = 2 if self.num_classes and guidance != 1.0 else 1
+        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t0}", nfe * per_step)
         return from_centered(y, self.spec.levels)
