@@ -124,7 +124,8 @@ def test_inpaint_completes_test_digits_and_refuses_models_that_cannot(tmp_path, 
                  "--out", str(ae)]) == 0
     capsys.readouterr()
     assert main(["inpaint", str(ae)]) == 2
-    assert "does not inpaint; the models that do: pixelcnn, gated-pixelcnn, pixelcnn++, vae" in capsys.readouterr().err
+    assert "does not inpaint; the models that do: pixelcnn, gated-pixelcnn, pixelcnn++, vae, ddpm, sohl-dickstein" in (
+        capsys.readouterr().err)
 
 
 def test_edit_takes_test_digits_to_a_noise_level_and_back(tmp_path, capsys):

@@ -83,8 +83,8 @@ def check_fields(cls: type, values: Any, what: str, require_all: bool = False,
     unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise GenzooError(f"{what} has no field {unknown[0]!r}; its fields are: {', '.join(sorted(fields))}.")
-    if require_all:
-        missing = [n for n in fields if n not in values]
+    if require_all:  # but fields a config declares newer than some checkpoints take their defaults there
+        missing = [n for n in fields if n not in values and n not in getattr(cls, "added_fields", ())]
         if missing:
             raise GenzooError(f"{what} lacks the field {missing[0]!r}.")
     hints = typing.get_type_hints(cls)

@@ -70,6 +70,8 @@ class DDPMConfig(UNetFields):
     validation_terms: int = 50  # bound terms of the validation estimate (a random offset per image)
     num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
     label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
+    # fields newer than some saved runs: loading those, their defaults fill them in
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes", "label_dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -294,6 +296,26 @@ class DDPM(LikelihoodModel):
                 raise GenzooError(f"label must be an integer class index, got {label!r}.")
             labels = torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes
         return self.network(self.check_labels(labels, n), guidance)
+
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
+                jump_length: int = 10, resamplings: int = 10, guidance: float = 1.0, clip: bool = True,
+                callback: Callback | None = None) -> Tensor:
+        """x completed where `known` is False by RePaint (Lugmayr et al. 2022, samplers.repaint): the
+        ancestral sampler with the known pixels drawn from q at every level, going back up
+        `jump_length` levels `resamplings` - 1 times at every jump point; resamplings = 1 is plain
+        replacement, the cheap baseline. Known pixels come back exactly as given."""
+        known = self.check_known(known, x)
+        for name, value in (("jump_length", jump_length), ("resamplings", resamplings)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.process.timesteps:
+                raise GenzooError(f"{name} must be an integer from 1 to {self.process.timesteps}, got {value!r}.")
+        with eval_mode(self):
+            y, nfe = samplers.repaint(self.process, self._guided(len(x), None, labels, guidance), self.to_model_space(x),
+                                      known, jump_length, resamplings, generator, clip,
+                                      as_levels(callback, self.spec.levels))
+        method = "replacement" if resamplings == 1 else f"repaint (jump {jump_length}, {resamplings} resamplings)"
+        self._sample_stats = SampleStats(method, nfe * (2 if self.num_classes and guidance != 1.0 else 1))
+        return torch.where(known, x, from_centered(y, self.spec.levels))
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "ancestral",

@@ -307,3 +307,48 @@ def reporting(x0_fn: GridFn, callback: Callback | None, planned: int | None) -> 
         return d
 
     return fn
+
+
+# -- inpainting -------------------------------------------------------------------------------------
+
+def repaint_levels(timesteps: int, jump_length: int, resamplings: int) -> list[int]:
+    """The noise levels RePaint visits (Lugmayr et al. 2022, section 4.2), level L = 0 the data and L
+    the state after L forward steps: from T down to 0, and at every level that is a multiple of
+    `jump_length` going back up `jump_length` levels, `resamplings` - 1 times. One resampling is
+    plain replacement: T, T-1, ..., 0."""
+    jumps = {level: resamplings - 1 for level in range(jump_length, timesteps, jump_length)}
+    level, out = timesteps, [timesteps]
+    while level > 0:
+        level -= 1
+        out.append(level)
+        if jumps.get(level, 0) > 0:
+            jumps[level] -= 1
+            for _ in range(jump_length):
+                level += 1
+                out.append(level)
+    return out
+
+
+@torch.no_grad()
+def repaint(process, net: Net, x0: Tensor, known: Tensor, jump_length: int = 10, resamplings: int = 10,
+            generator: torch.Generator | None = None, clip: bool = True, callback: Callback | None = None) -> Sampled:
+    """RePaint: the reverse process in which, at every level, the known pixels are replaced by a draw of
+    q(x_L | x_0) of the given image and the unknown ones come from p(x_L | x_L+1); going back up a level
+    draws x_L+1 ~ q(x_L+1 | x_L), so that the unknown pixels are harmonised with the known ones. x0
+    holds the given image in model space; returns x at level 0 and the network evaluations."""
+    levels = repaint_levels(process.timesteps, jump_length, resamplings)
+    x, nfe = _noise(x0.shape, generator, x0.device, x0.dtype), 0
+    for step, (here, there) in enumerate(zip(levels, levels[1:])):
+        if there < here:  # one reverse step, level `here` (0-based step here - 1) to `there`
+            tt = torch.full((len(x),), here - 1, dtype=torch.long, device=x.device)
+            pred = process.p_mean_variance(net, x, tt, clip=clip)
+            nfe += 1
+            x = pred["mean"] + (torch.exp(0.5 * pred["log_var"]) * _noise(x.shape, generator, x.device, x.dtype)
+                                if there > 0 else 0)
+            given = x0 if there == 0 else process.q_sample(x0, tt - 1, _noise(x.shape, generator, x.device, x.dtype))
+            x = torch.where(known, given, x)
+        else:  # back up one level: x_there ~ N(sqrt(1 - beta) x_here, beta I)
+            beta = process.betas[here].to(x.dtype)
+            x = (1 - beta).sqrt() * x + beta.sqrt() * _noise(x.shape, generator, x.device, x.dtype)
+        report_step(callback, step + 1, len(levels) - 1, x=x)
+    return x, nfe
