@@ -102,3 +102,23 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
         checkpoint.atomic_write_json(path, {"a": Unserialisable()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"], "no temporary file is left behind"
+
+
+def test_a_run_saved_before_a_config_gained_fields_loads_with_their_defaults(tmp_path):
+    import json
+
+    import genzoo
+    from genzoo import GenzooError
+
+    model = genzoo.create("ddpm", genzoo.DataSpec(1, 8, 8, 17), timesteps=20, base_channels=8,
+                          attention_resolutions=(2,))
+    genzoo.save(model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    for name in ("num_classes", "label_dropout"):  # what a ddpm run saved before classes came has not
+        del meta["config"][name]
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    assert genzoo.load(tmp_path).config.num_classes == 0
+    del meta["config"]["timesteps"]  # a field every ddpm run records is still required
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(GenzooError, match="lacks the field 'timesteps'"):
+        genzoo.load(tmp_path)
