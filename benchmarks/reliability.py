@@ -149,7 +149,6 @@ def readers() -> dict:
 
 def fuzz(n: int, rng: random.Random, work: Path) -> dict:
     import genzoo
-    from genzoo import GenzooError
 
     results = {}
     read = readers()
@@ -160,14 +159,7 @@ def fuzz(n: int, rng: random.Random, work: Path) -> dict:
         for _ in range(n):
             path.write_bytes(mutated(valid, rng))
             t = time.perf_counter()
-            try:
-                read[name](path)
-                counts["read"] += 1
-            except GenzooError:
-                counts["clean_error"] += 1
-            except Exception as e:  # what the target forbids: counted and shown
-                counts["other_exception"] += 1
-                examples.append(f"{type(e).__name__}: {e}"[:160])
+            reliability_inputs.tally(counts, examples, lambda: read[name](path), valid="read")  # noqa: B023
             slowest = max(slowest, time.perf_counter() - t)
         results[name] = {**counts, "slowest_seconds": round(slowest, 4), "examples": examples[:3]}
     ckpt = work / "ckpt"
@@ -181,14 +173,7 @@ def fuzz(n: int, rng: random.Random, work: Path) -> dict:
         where = rng.choice([edited, edited["config"], edited["config"], edited["spec"]])
         where[rng.choice(list(where) + ["extra"])] = rng.choice(values)
         (ckpt / "config.json").write_text(json.dumps(edited))
-        try:
-            genzoo.load(ckpt)
-            counts["read"] += 1
-        except GenzooError:
-            counts["clean_error"] += 1
-        except Exception as e:
-            counts["other_exception"] += 1
-            examples.append(f"{type(e).__name__}: {e}"[:160])
+        reliability_inputs.tally(counts, examples, lambda: genzoo.load(ckpt), valid="read")
     results["config_json"] = {**counts, "examples": examples[:3]}
     return results
 

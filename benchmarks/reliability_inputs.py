@@ -40,6 +40,21 @@ def _main(argv: list[str]) -> tuple[int | None, str]:
             return None, f"{type(e).__name__}: {e}"[:200]
 
 
+def tally(counts: dict[str, int], examples: list[str], call, label: str = "", valid: str = "valid") -> None:
+    """Run `call` and count its outcome: `valid` (a result), clean_error (one GenzooError sentence) or
+    other_exception (what the targets forbid: kept as an example)."""
+    from genzoo import GenzooError
+
+    try:
+        call()
+        counts[valid] += 1
+    except GenzooError:
+        counts["clean_error"] += 1
+    except Exception as e:
+        counts["other_exception"] += 1
+        examples.append(f"{label}{type(e).__name__}: {e}"[:200])
+
+
 def _snapshot(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
@@ -117,7 +132,6 @@ def _api_call(model, entry: str, rng: random.Random) -> None:
 
 def api(n: int, rng: random.Random) -> dict:
     import genzoo
-    from genzoo import GenzooError
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' tiny configs
     from tiny import tiny, tiny_spec
@@ -129,15 +143,8 @@ def api(n: int, rng: random.Random) -> dict:
             [] if model.conditional else ["sample"])
         for _ in range(n):
             entry = rng.choice(entries)
-            try:
-                with torch.no_grad():
-                    _api_call(model, entry, rng)
-                counts["valid"] += 1
-            except GenzooError:
-                counts["clean_error"] += 1
-            except Exception as e:
-                counts["other_exception"] += 1
-                examples.append(f"{name}.{entry}: {type(e).__name__}: {e}"[:200])
+            with torch.no_grad():
+                tally(counts, examples, lambda m=model, e=entry: _api_call(m, e, rng), f"{name}.{entry}: ")
     return {**counts, "examples": examples[:5]}
 
 
