@@ -277,7 +277,7 @@ def cmd_inpaint(argv: Sequence[str]) -> int:
     g = torch.Generator(device=model.device).manual_seed(args.seed)
     known = known_mask(args.mask, model.spec, len(x), torch.Generator().manual_seed(args.seed)).to(model.device)
     t0 = time.perf_counter()
-    out = model.inpaint(x, known, generator=g, labels=labels, **routed["inpaint"])
+    out = model.inpaint(x, known, generator=g, labels=labels if model.num_classes else None, **routed["inpaint"])
     seconds, stats = time.perf_counter() - t0, model.sample_stats()
     shown = torch.where(known, x, torch.zeros_like(x))
     path = save_figure(ImageRows((x.cpu(), shown.cpu(), out.cpu()), ("original", "given", "completed")), model.spec,

@@ -65,3 +65,13 @@ def test_labels_are_dropped_in_training_and_the_bound_gives_a_generative_classif
     model.eval()
     report = evaluate(model, Dataset(x, SPEC, y, name="toy"), likelihood_options={"stride": 5})
     assert report["generative_kind"] == "lower_bound" and 0 <= report["generative_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("name", ["ddpm", "flow-matching", "gated-pixelcnn"])
+def test_an_unconditional_model_refuses_a_class_or_a_guidance_rather_than_ignore_it(name):
+    model = genzoo.create(name, SPEC, seed=0, **tiny(name)).eval()
+    with pytest.raises(GenzooError, match="is not conditioned on classes"):
+        model.sample(2, label=3)
+    if name != "gated-pixelcnn":
+        with pytest.raises(GenzooError, match="is not conditioned on classes"):
+            model.sample(2, guidance=2.0)

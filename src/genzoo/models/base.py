@@ -203,6 +203,21 @@ class GenerativeModel(nn.Module):
                               f"got values in [{int(labels.min())}, {int(labels.max())}].")
         return labels.long().to(self.device)
 
+    def classes_to_draw(self, n: int, label: Any = None, labels: Any = None, guidance: Any = 1.0) -> Tensor | None:
+        """The classes n samples are drawn from: `labels` (n,), or `label` for all, or by default the
+        classes 0, 1, ... in turn; None for an unconditional model, which refuses a class or a guidance
+        weight in one sentence rather than ignore it."""
+        if self.num_classes == 0:
+            if label is not None or labels is not None or guidance != 1.0:
+                raise GenzooError(f"model {self.name!r} is not conditioned on classes; label, labels and guidance do "
+                                  f"not apply (train it with --num-classes N).")
+            return None
+        if labels is None:
+            if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+                raise GenzooError(f"label must be an integer class index, got {label!r}.")
+            labels = torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes
+        return self.check_labels(labels, n)
+
     def prepare(self, train_data: Dataset) -> None:
         """Data-dependent initialisation (actnorm, PixelCNN++ data_init, class rebalancing), called by
         the trainer once before the first step, fresh or resumed: a prepared model (e.g. reloaded)

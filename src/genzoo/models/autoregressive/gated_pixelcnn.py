@@ -174,12 +174,7 @@ class GatedPixelCNN(AutoregressiveModel):
         n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
-        if self.config.num_classes and labels is None:
-            if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-                raise GenzooError(f"label must be an integer class index, got {label!r}.")
-            labels = (torch.full((n,), label, dtype=torch.long) if label is not None
-                      else torch.arange(n) % self.config.num_classes)
-        labels = self.check_labels(labels, n)
+        labels = self.classes_to_draw(n, label, labels)
         with eval_mode(self):
             if cache:
                 stepper = GatedPixelCNNStepper(self, labels)

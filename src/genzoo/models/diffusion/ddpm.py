@@ -291,11 +291,7 @@ class DDPM(LikelihoodModel):
 
     def _guided(self, n: int, label: Optional[int], labels: Tensor | None, guidance: float) -> Callable:
         """The network for sampling n images: unconditional, or given the classes asked for (with guidance)."""
-        if self.num_classes and labels is None:
-            if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
-                raise GenzooError(f"label must be an integer class index, got {label!r}.")
-            labels = torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes
-        return self.network(self.check_labels(labels, n), guidance)
+        return self.network(self.classes_to_draw(n, label, labels, guidance), guidance)
 
     @torch.no_grad()
     def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,

@@ -132,9 +132,7 @@ class FlowMatching(ContinuousTimeModel):
         check_steps(steps)
         if not isinstance(guidance, (int, float)) or isinstance(guidance, bool):
             raise GenzooError(f"guidance must be a number, got {guidance!r}.")
-        if self.num_classes and labels is None:
-            labels = (torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes)
-        labels = self.check_labels(labels, n)
+        labels = self.classes_to_draw(n, label, labels, guidance)
         x0 = torch.randn((n, *self.spec.shape), generator=generator, device=self.device, dtype=self._dtype())
         return self._integrate(x0, 0.0, sampler, steps, labels, guidance, rtol, atol, callback)
 
@@ -148,12 +146,11 @@ class FlowMatching(ContinuousTimeModel):
             return x.clone()
         check_sampler(sampler, FM_SAMPLERS)
         check_steps(steps)
-        if self.num_classes and labels is None:
-            labels = torch.full((len(x),), label) if label is not None else torch.arange(len(x)) % self.num_classes
+        labels = self.classes_to_draw(len(x), label, labels, guidance)
         s = 1.0 - strength
         data = to_centered(x, self.spec.levels, self._dtype())
         z = torch.randn(data.shape, generator=generator, device=data.device, dtype=data.dtype)
-        out = self._integrate((1 - s) * z + s * data, s, sampler, steps, self.check_labels(labels, len(x)), guidance,
+        out = self._integrate((1 - s) * z + s * data, s, sampler, steps, labels, guidance,
                               1e-5, 1e-5, callback)
         self._sample_stats = SampleStats(f"sdedit {sampler} from t = {s:.3g}", self._sample_stats.nfe)
         return out
