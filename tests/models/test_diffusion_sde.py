@@ -7,7 +7,7 @@ import torch
 
 import genzoo
 from genzoo.models.diffusion.ode import divergence_exact, divergence_hutchinson, rk4, rk45
-from genzoo.models.diffusion.sde import VESDE, VPSDE, ode_log_likelihood, ode_sample, pc_sample
+from genzoo.models.diffusion.sde_process import VESDE, VPSDE, ode_log_likelihood, ode_sample, pc_sample
 
 MU, SD = 0.3, 0.5
 

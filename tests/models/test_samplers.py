@@ -8,7 +8,7 @@ import torch
 import genzoo
 from genzoo.errors import GenzooError
 from genzoo.models.diffusion import samplers, schedules
-from genzoo.models.diffusion.sde import VPSDE, ode_sample
+from genzoo.models.diffusion.sde_process import VPSDE, ode_sample
 from tiny import tiny
 
 MU, SD = 0.3, 0.5
