@@ -75,3 +75,18 @@ def test_an_unconditional_model_refuses_a_class_or_a_guidance_rather_than_ignore
     if name != "gated-pixelcnn":
         with pytest.raises(GenzooError, match="is not conditioned on classes"):
             model.sample(2, guidance=2.0)
+
+
+def test_score_sde_takes_classes_with_guidance_and_its_bound_is_of_p_x_given_y():
+    model = conditional("score-sde")
+    x, t = torch.randn(3, *SPEC.shape, dtype=torch.float64), torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    c, u = model.eps_pred(x, t, labels), model.eps_pred(x, t, torch.full((3,), 3))
+    torch.testing.assert_close(model.eps_pred(x, t, labels, 3.0), u + 3.0 * (c - u))
+    model.sample(3, generator=torch.Generator().manual_seed(0), sampler="euler", steps=3, guidance=2.0)
+    assert model.sample_stats().nfe == 2 * 3
+    images = torch.randint(0, 17, (3, *SPEC.shape), generator=torch.Generator().manual_seed(0))
+    a = model.log_likelihood(images, generator=torch.Generator().manual_seed(1), method="rk4", steps=2, labels=labels)
+    b = model.log_likelihood(images, generator=torch.Generator().manual_seed(1), method="rk4", steps=2,
+                             labels=torch.tensor([2, 0, 1]))
+    assert not torch.allclose(a.nats, b.nats)  # the bound depends on the class

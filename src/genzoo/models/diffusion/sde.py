@@ -53,12 +53,18 @@ class ScoreSDEConfig(UNetConfig):
     t_min: float = 1e-5  # smallest time trained and integrated from (eps in Song et al.)
     sample_eps: float = 1e-3  # time at which the samplers stop
     sample_steps: int = 1000  # default steps of the pc and em samplers
+    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
+    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
+    # fields newer than some saved runs: loading those, their defaults fill them in
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes", "label_dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choices(self)
         for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps"):
             check_positive(getattr(self, name), name)
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
+        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
         if self.beta_max <= self.beta_min:
             raise GenzooError(f"beta_max must exceed beta_min, got {self.beta_max} <= {self.beta_min}.")
         if self.sigma_max <= self.sigma_min:
@@ -80,44 +86,56 @@ class ScoreSDE(ContinuousTimeModel):
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)
-        self.net = build_unet(spec, config)
+        self.net = build_unet(spec, config, config.num_classes)
         self.sde: SDE = (VPSDE(config.beta_min, config.beta_max) if config.sde == "vp"
                          else VESDE(config.sigma_min, config.sigma_max))
 
-    def eps_pred(self, xt: Tensor, t: Tensor) -> Tensor:
-        """eps_theta(x_t, t): the network on x_t / sqrt(m^2 + s^2) (unit scale) and time 999 t."""
+    def eps_pred(self, xt: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
+        """eps_theta(x_t, t): the network on x_t / sqrt(m^2 + s^2) (unit scale) and time 999 t; given
+        `labels`, with classifier-free guidance w != 1: e_u + w (e_c - e_u), e_u of the null class."""
         m, s = self.sde.marginal(t)
-        c_in = as_column((m ** 2 + s ** 2).rsqrt(), xt)
-        return self.net(xt * c_in, 999.0 * t.to(xt.dtype))
+        xs, tt = xt * as_column((m ** 2 + s ** 2).rsqrt(), xt), 999.0 * t.to(xt.dtype)
+        if labels is None or guidance == 1.0:
+            return self.net(xs, tt, labels)
+        null = torch.full_like(labels, self.config.num_classes)
+        u, c = self.net(torch.cat([xs, xs]), torch.cat([tt, tt]), torch.cat([null, labels])).chunk(2)
+        return u + guidance * (c - u)
 
-    def score(self, xt: Tensor, t: Tensor) -> Tensor:
-        """s_theta(x_t, t) = -eps_theta(x_t, t) / s(t), approximating grad log p_t(x_t)."""
+    def score(self, xt: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
+        """s_theta(x_t, t) = -eps_theta(x_t, t) / s(t), approximating grad log p_t(x_t) (given labels)."""
         _, s = self.sde.marginal(t)
-        return -self.eps_pred(xt, t) / as_column(s, xt)
+        return -self.eps_pred(xt, t, labels, guidance) / as_column(s, xt)
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Denoising score matching with lambda(t) = s(t)^2, which is the mean squared error of the
         noise, E ||eps_theta(x_t, t) - eps||^2 / D (a squared error per dimension, not a likelihood),
-        batch mean over one t ~ U(t_min, 1) and one eps per image."""
+        batch mean over one t ~ U(t_min, 1) and one eps per image; labels dropped to the null class
+        with probability label_dropout in training."""
         x = self.check_input(x)
         x0 = self.dequantize(x)
         B = x0.shape[0]
+        labels = self.check_labels(labels, B)
+        if labels is not None and self.training and self.config.label_dropout > 0:
+            dropped = torch.rand(B, device=x0.device) < self.config.label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
         t = torch.rand(B, dtype=x0.dtype, device=x0.device) * (1 - self.config.t_min) + self.config.t_min
         eps = torch.randn_like(x0)
         m, s = self.sde.marginal(t)
         xt = as_column(m, x0) * x0 + as_column(s, x0) * eps
-        return (widen(self.eps_pred(xt, t)) - eps).pow(2).mean()
+        return (widen(self.eps_pred(xt, t, labels)) - eps).pow(2).mean()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, divergence: str = "auto",
                        method: str = "rk45", steps: int = 100, rtol: float | None = None,
-                       atol: float | None = None) -> LogLikelihood:
+                       atol: float | None = None, labels: Tensor | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats (B,): uniform dequantization and the probability-flow ODE
         from t_min to 1 (continuous.py). divergence "auto" is exact for at most
         exact_divergence_max_dims dimensions, else Hutchinson's; method "rk45" (adaptive, rtol/atol,
         by default the config's ode_rtol/ode_atol) or "rk4" (`steps`)."""
+        labels = self.check_labels(labels, len(x))
+
         def field(y: Tensor, t: Tensor) -> Tensor:
-            return probability_flow(self.sde, self.score, y, t)
+            return probability_flow(self.sde, lambda v, tt: self.score(v, tt, labels), y, t)
 
         return self.ode_bound(x, field, self.config.t_min, 1.0, self.sde.prior_log_prob, generator, divergence,
                               method, steps, rtol, atol)
@@ -127,19 +145,21 @@ class ScoreSDE(ContinuousTimeModel):
         m, s = self.sde.marginal(t)
         return s / m
 
-    def _x0_pred(self, t: Tensor) -> Callable[[Tensor, int], Tensor]:
+    def _x0_pred(self, t: Tensor, labels: Tensor | None, guidance: float) -> Callable[[Tensor, int], Tensor]:
         """x0_fn(x, i) = (x - s eps_theta(x, t_i)) / m at t_i = t[i], for the samplers."""
         def x0_fn(x: Tensor, i: int) -> Tensor:
             tt = torch.full((x.shape[0],), float(t[i]), dtype=x.dtype, device=x.device)
             m, s = self.sde.marginal(tt)
-            return (x - as_column(s, x) * self.eps_pred(x, tt)) / as_column(m, x)
+            return (x - as_column(s, x) * self.eps_pred(x, tt, labels, guidance)) / as_column(m, x)
         return x0_fn
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "pc", steps: Optional[int] = None,
                snr: float = 0.16, corrector_steps: int = 1, method: str = "rk45", rtol: float = 1e-5,
-               atol: float = 1e-5, callback: Callback | None = None) -> Tensor:
-        """n images (n, C, H, W) int64; `sample_stats()` gives the NFE.
+               atol: float = 1e-5, label: Optional[int] = None, labels: Tensor | None = None, guidance: float = 1.0,
+               callback: Callback | None = None) -> Tensor:
+        """n images (n, C, H, W) int64; `sample_stats()` gives the NFE. A class-conditional model draws
+        class `label`, or `labels` (n,), or the classes in turn, with classifier-free `guidance`.
 
         sampler "pc": predictor-corrector (reverse Euler-Maruyama + Langevin, `snr`, `corrector_steps`)
         over `steps` (default sample_steps); "em": Euler-Maruyama alone; "ode": the probability-flow
@@ -161,12 +181,13 @@ class ScoreSDE(ContinuousTimeModel):
         shape = (n, *self.spec.shape)
         kwargs = dict(generator=generator, device=self.device, dtype=self._dtype())
         watch, evaluations = as_levels(callback, self.spec.levels), 0
+        labels = self.classes_to_draw(n, label, labels, guidance)
 
         def score(x: Tensor, t: Tensor) -> Tensor:
             nonlocal evaluations
             evaluations += 1
             report_step(watch, evaluations, None, x=x)
-            return self.score(x, t)
+            return self.score(x, t, labels, guidance)
 
         with eval_mode(self):
             if sampler == "ode":
@@ -177,23 +198,25 @@ class ScoreSDE(ContinuousTimeModel):
                                    snr, corrector_steps if sampler == "pc" else 0, **kwargs)
             else:
                 x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
-                y, nfe = self._gaussian_path(x1, 1.0, sampler, steps, watch)
-        self._sample_stats = SampleStats(sampler, nfe)
+                y, nfe = self._gaussian_path(x1, 1.0, sampler, steps, watch, labels, guidance)
+        self._sample_stats = SampleStats(sampler, nfe * (2 if labels is not None and guidance != 1.0 else 1))
         return from_centered(y, self.spec.levels)
 
-    def _gaussian_path(self, x: Tensor, t_max: float, sampler: str, steps: Optional[int],
-                       watch: Callback | None) -> tuple[Tensor, int]:
+    def _gaussian_path(self, x: Tensor, t_max: float, sampler: str, steps: Optional[int], watch: Callback | None,
+                       labels: Tensor | None, guidance: float) -> tuple[Tensor, int]:
         """The probability-flow ODE from x at time t_max down to sample_eps by euler, heun or dpm-solver++
         on `steps` times (default 50), then the x_0 prediction there."""
         t = torch.linspace(t_max, self.config.sample_eps, steps or 50, dtype=torch.float64)
         if sampler in GRID_RHO:
             t = sigma_times(self._sigma, t_max, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
         m, s = self.sde.marginal(t)
-        return gaussian_path(sampler, reporting(self._x0_pred(t), watch, None), x, m.tolist() + [1.0], s.tolist() + [0.0])
+        return gaussian_path(sampler, reporting(self._x0_pred(t, labels, guidance), watch, None), x,
+                             m.tolist() + [1.0], s.tolist() + [0.0])
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "heun",
-             steps: Optional[int] = None, callback: Callback | None = None) -> Tensor:
+             steps: Optional[int] = None, labels: Tensor | None = None, guidance: float = 1.0,
+             callback: Callback | None = None) -> Tensor:
         """SDEdit: x_t = m(t) x + s(t) z at t = strength (the SDE's own time), then the probability-flow ODE
         back to sample_eps by euler, heun or dpm-solver++ (`steps`, default 50); strength 0 returns x."""
         if check_strength(strength) == 0:
@@ -206,6 +229,7 @@ class ScoreSDE(ContinuousTimeModel):
         z = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
         with eval_mode(self):
             y, nfe = self._gaussian_path(float(m) * v + float(s) * z, t_max, sampler, steps,
-                                         as_levels(callback, self.spec.levels))
+                                         as_levels(callback, self.spec.levels),
+                                         self.classes_to_draw(len(x), None, labels, guidance), guidance)
         self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t_max:.3g}", nfe)
         return from_centered(y, self.spec.levels)
