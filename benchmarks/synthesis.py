@@ -8,11 +8,11 @@
   asked for;
 - the generative classifier of that model (argmax_y p(x | y)) on the test split, and the marginal
   bits/dim of p(x) = sum_y p(x | y) / 10 beside the unconditional pixelcnn's bits/dim;
-- with `--diffusion`, ddpm --num-classes 10: guided samples at guidance 0, 1, 2, 4 (classified as
+- with `--parts diffusion`, ddpm --num-classes 10: guided samples at guidance 0, 1, 2, 4 (classified as
   asked, Frechet distance, precision, recall), RePaint against replacement, its generative classifier;
 - seconds and network passes of every task.
 
-    OMP_NUM_THREADS=1 python3 benchmarks/synthesis.py [--runs DIR] [--n 300] [--sweeps 20] [--diffusion]
+    OMP_NUM_THREADS=1 python3 benchmarks/synthesis.py [--runs DIR] [--n 300] [--sweeps 20] [--parts autoregressive,diffusion]
 
 `--runs DIR` keeps the two trained runs there (DIR/pixelcnn, DIR/gated-pixelcnn-classes) and
 reuses them when they have finished.
@@ -71,25 +71,39 @@ def main() -> None:
     p.add_argument("--runs", default=None)
     p.add_argument("--n", type=int, default=300, help="test digits to inpaint and samples per class test")
     p.add_argument("--sweeps", type=int, default=20)
-    p.add_argument("--diffusion", action="store_true", help="also train ddpm --num-classes 10 and measure guidance")
+    p.add_argument("--parts", default="autoregressive", help="comma-separated: autoregressive, diffusion "
+                   "(ddpm --num-classes 10: guidance, RePaint, its generative classifier)")
     args = p.parse_args()
     torch.set_num_threads(1)
     runs = Path(args.runs or tempfile.mkdtemp())
     test = genzoo.data.load("digits", "test")
     test = genzoo.data.Dataset(test.x[:args.n], test.spec, test.labels[:args.n], name="digits", split="test")
     classifier, record = load_classifier("digits")
+    result = {"benchmark": "synthesis", "data": "digits", "test_images": len(test),
+              "classifier_test_accuracy": record["test_accuracy"]}
+    parts = set(args.parts.split(","))
+    if "autoregressive" in parts:
+        result.update(autoregressive(runs, test, classifier, args.n, args.sweeps))
+    if "diffusion" in parts:
+        result["diffusion"] = diffusion(runs, test, classifier, args.n)
+    result["machine"] = machine()
+    emit(result)
+
+
+def autoregressive(runs: Path, test, classifier, n: int, sweeps: int) -> dict:
+    """pixelcnn and gated-pixelcnn --num-classes 10: inpainting, class-conditional samples, the
+    generative classifier."""
     plain = trained("pixelcnn", runs / "pixelcnn")
     gated = trained("gated-pixelcnn", runs / "gated-pixelcnn-classes", num_classes=10)
-    result = {"benchmark": "synthesis", "data": "digits", "test_images": len(test),
-              "classifier_test_accuracy": record["test_accuracy"], "inpainting": {}}
+    result: dict = {"inpainting": {}}
     for name, model in (("pixelcnn", plain), ("gated-pixelcnn --num-classes 10", gated)):
-        result["inpainting"][name] = [inpainting(model, test, classifier, mask, args.sweeps)
+        result["inpainting"][name] = [inpainting(model, test, classifier, mask, sweeps)
                                       for mask in ("bottom", "center")]
         log(name, result["inpainting"][name])
-    labels = torch.arange(args.n) % 10
+    labels = torch.arange(n) % 10
     t0 = time.perf_counter()
-    drawn = gated.sample(args.n, generator=torch.Generator().manual_seed(0), labels=labels)
-    result["class_conditional_samples"] = {"model": "gated-pixelcnn --num-classes 10", "samples": args.n,
+    drawn = gated.sample(n, generator=torch.Generator().manual_seed(0), labels=labels)
+    result["class_conditional_samples"] = {"model": "gated-pixelcnn --num-classes 10", "samples": n,
                                            "classified_as_asked": agreement(classifier, drawn, labels),
                                            "seconds": round(time.perf_counter() - t0, 2)}
     t0 = time.perf_counter()
@@ -98,10 +112,7 @@ def main() -> None:
                                        "pixelcnn_bits_per_dim": genzoo.bits_per_dim(plain, test.x).value,
                                        "gated_conditional_bits_per_dim_given_the_true_label":
                                        genzoo.bits_per_dim(gated, test.x, labels=test.labels).value}
-    if args.diffusion:
-        result["diffusion"] = diffusion(runs, test, classifier, args.n)
-    result["machine"] = machine()
-    emit(result)
+    return result
 
 
 def diffusion(runs: Path, test, classifier, n: int) -> dict:
