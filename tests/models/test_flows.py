@@ -286,3 +286,28 @@ def test_toy_density_heat_map_integrates_to_one_over_the_box():
     log_p, (lo, hi) = density_grid(m, 100)
     mass = float(log_p.exp().sum()) * ((hi - lo) / 100) ** 2
     assert 0.9 < mass <= 1.01
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_a_class_conditional_base_is_the_class_gaussian_and_draws_its_mean_at_temperature_0(name):
+    """log p(x | y) uses N(mu_y, diag sigma_y^2) on z (the Glow paper's class-conditional prior): by hand
+    from the flow's own z and log-determinant; at temperature 0 a sample is the image of mu_y."""
+    from genzoo.data.transforms import dequantize
+
+    spec = DataSpec(1, 4, 4, 17)
+    m = genzoo.create(name, spec, seed=0, **tiny(name), num_classes=3).double().eval()
+    with torch.no_grad():
+        m.class_mean.normal_(0, 0.5)
+        m.class_log_std.normal_(0, 0.2)
+    x = torch.randint(0, 17, (4, *spec.shape), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 1])
+    v = dequantize(x, 17, torch.Generator().manual_seed(1), dtype=torch.float64)
+    u, ld_pre = m.preprocess(v)
+    z, log_det = m.encode(u)
+    mu, log_std = m.class_mean[labels], m.class_log_std[labels]
+    by_hand = (-0.5 * (((z - mu) / log_std.exp()) ** 2 + math.log(2 * math.pi)) - log_std).sum(1) + log_det + ld_pre
+    torch.testing.assert_close(m._log_density_v(v, labels=labels), by_hand)
+    got = m.log_likelihood(x, generator=torch.Generator().manual_seed(1), labels=labels).nats
+    torch.testing.assert_close(got, by_hand - spec.dims * math.log(17))
+    mode = genzoo.data.from_unit(m.postprocess(m.decode(m.class_mean[2:3])), 17)
+    assert (m.sample(2, temperature=0.0, label=2) == mode).all()

@@ -51,8 +51,10 @@ def count_halvings(height: int, width: int) -> int:
 
 
 def check_preprocess(config: Any, alpha: float) -> None:
-    """The choices of a flow's config (preprocess, scale_fn, ...) and alpha in (0, 1/2)."""
+    """The choices of a flow's config (preprocess, scale_fn, ...), alpha in (0, 1/2), num_classes >= 0."""
     check_choices(config)
+    if isinstance(config.num_classes, bool) or config.num_classes < 0:
+        raise GenzooError(f"num_classes must be at least 0, got {config.num_classes!r}.")
     if not 0 < alpha < 0.5:
         raise GenzooError(f"alpha must be between 0 and 0.5 (exclusive), got {alpha!r}.")
 
@@ -78,6 +80,16 @@ class FlowModel(LikelihoodModel):
         sizes = [math.prod(m.out_shape) for m in self.layers if isinstance(m, Split)] + [math.prod(top_shape)]
         assert sum(sizes) == self.spec.dims, f"latents hold {sum(sizes)} values, the data {self.spec.dims}"
         self._z_sizes = sizes
+        if self.num_classes:  # the class-conditional base N(mu_y, diag sigma_y^2) of the Glow paper, N(0, I) at first
+            self.class_mean = nn.Parameter(torch.zeros(self.num_classes, self.spec.dims))
+            self.class_log_std = nn.Parameter(torch.zeros(self.num_classes, self.spec.dims))
+
+    def base_log_prob(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """log p(z), (B,): N(0, I), or given `labels` the class's N(mu_y, diag exp(2 log_sigma_y))."""
+        if labels is None:
+            return standard_normal_log_prob(z)
+        mu, log_std = self.class_mean[labels].to(z.dtype), self.class_log_std[labels].to(z.dtype)
+        return standard_normal_log_prob((z - mu) * torch.exp(-log_std)) - log_std.sum(1)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -147,26 +159,29 @@ class FlowModel(LikelihoodModel):
 
     # -- likelihood ---------------------------------------------------------------------------
     @float32
-    def _log_density_v(self, v: Tensor, check: bool = False) -> Tensor:
-        """log p(v) for v in [0, 1]^D, (B,): log N(z) + log abs det(dz/du) + log abs det(du/dv).
-        Float32 under mixed precision: the couplings' log-determinants are sums over every dimension."""
+    def _log_density_v(self, v: Tensor, check: bool = False, labels: Tensor | None = None) -> Tensor:
+        """log p(v) for v in [0, 1]^D, (B,): log p(z) + log abs det(dz/du) + log abs det(du/dv), p the base
+        (given `labels`, the class's). Float32 under mixed precision: the couplings' log-determinants
+        are sums over every dimension."""
         u, ld_pre = self.preprocess(v)
         z, log_det = self._encode(u, check)
-        return standard_normal_log_prob(z) + log_det + ld_pre
+        return self.base_log_prob(z, labels) + log_det + ld_pre
 
-    def log_likelihood(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None) -> LogLikelihood:
+    def log_likelihood(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None,
+                       labels: Tensor | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats, (B,): log mean_s p(v_s) - D log K, v_s = (x + U_s) / K."""
         x = self.check_input(x)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise GenzooError(f"num_samples must be a positive integer, got {num_samples!r}.")
         B, D, K = x.shape[0], self.spec.dims, self.spec.levels
+        labels = self.check_labels(labels, B)
         xs = x.repeat(num_samples, 1, 1, 1)
         v = dequantize(xs, K, generator, dtype=self.dtype)
-        log_p = self._log_density_v(v).view(num_samples, B)
+        log_p = self._log_density_v(v, labels=None if labels is None else labels.repeat(num_samples)).view(num_samples, B)
         nats = torch.logsumexp(log_p, dim=0) - math.log(num_samples) - D * math.log(K)
         return LogLikelihood(nats, "lower_bound")
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative dequantized bound in nats per dimension, -(log p(v) - D log K) / D, batch mean.
 
         A non-finite loss raises a GenzooError naming the first layer whose output or log-det is not
@@ -176,11 +191,12 @@ class FlowModel(LikelihoodModel):
         x = self.check_input(x)
         D, K = self.spec.dims, self.spec.levels
         v = dequantize(x, K, dtype=self.dtype)
-        log_p = self._log_density_v(v)
+        labels = self.check_labels(labels, len(x))
+        log_p = self._log_density_v(v, labels=labels)
         loss = -(log_p.mean() - D * math.log(K)) / D
         if not torch.isfinite(loss):
             with torch.no_grad():
-                self._log_density_v(v, check=True)
+                self._log_density_v(v, check=True, labels=labels)
             raise GenzooError("the flow's log-density is not finite although every layer's log-det is; "
                               "the latent z overflowed the prior, try a lower learning rate.")
         return loss
@@ -200,12 +216,17 @@ class FlowModel(LikelihoodModel):
 
     # -- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+               label: int | None = None, labels: Tensor | None = None) -> Tensor:
         """x = floor(K v), v = postprocess(decode(T * eps)), eps ~ N(0, I): temperature T scales every
-        latent's standard deviation (Glow, section 5)."""
+        latent's standard deviation (Glow, section 5). A class-conditional model draws z = mu_y +
+        sigma_y T eps for class `label`, or `labels` (n,), or the classes in turn."""
         n = self.check_n(n)
         temperature = check_temperature(temperature, scales_latent=True)
+        labels = self.classes_to_draw(n, label, labels)
         z = torch.randn(n, self.spec.dims, generator=generator, dtype=self.dtype, device=self.device) * temperature
+        if labels is not None:
+            z = self.class_mean[labels] + torch.exp(self.class_log_std[labels]) * z
         return from_unit(self.postprocess(self.decode(z)), self.spec.levels)
 
     # -- evaluation hooks ---------------------------------------------------------------------

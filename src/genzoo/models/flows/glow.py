@@ -35,6 +35,9 @@ class GlowConfig:
     scale_fn: ScaleFn = "sigmoid"      # bounded log-scale: "sigmoid" (Glow) or "tanh"
     preprocess: Preprocess = "logit"      # "logit" or "centered" (v - 1/2)
     alpha: float = 0.05  # the logit preprocessing's margin: logit(alpha + (1 - 2 alpha) v)
+    num_classes: int = 0  # 0 for an unconditional model, else the classes of its class-conditional base
+    # fields newer than some saved runs: loading those, their defaults fill them in
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes",)
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "steps_per_level"):
