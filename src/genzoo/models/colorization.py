@@ -231,7 +231,6 @@ class Colorization(GenerativeModel):
 
     def loss(self, x: Tensor) -> Tensor:
         """Cross-entropy of the true bins, nats per pixel, weighted by the rebalancing weights if on."""
-        x = self.check_input(x)
         lab = self.to_lab(x)
         target = self.to_bins(lab[:, 1:])
         ce = F.cross_entropy(self._logits(lab[:, :1]), target, reduction="none")
@@ -303,7 +302,6 @@ class Colorization(GenerativeModel):
 
         Colorization is conditional: it has no distribution over images to draw from unconditionally.
         """
-        n = self.check_n(n)
         if given is None:
             raise GenzooError("colorization is conditional: call colorize(x), or pass the images to colorize as given.")
         given = self.check_input(given, "given")

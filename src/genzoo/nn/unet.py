@@ -174,6 +174,26 @@ class UNet(nn.Module):
         self.norm_out = group_norm(ch, g)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
+    def guided(self, x: Tensor, t: Tensor, labels: Tensor | None, guidance: float = 1.0,
+               mean_channels: int | None = None) -> Tensor:
+        """The network given `labels`; with classifier-free guidance w != 1, u + w (c - u) on the first
+        `mean_channels` output channels (all by default), u the null class's output and c the
+        labels', the remaining channels (a learned variance) the conditional's. Ho & Salimans 2022."""
+        if labels is None or guidance == 1.0:
+            return self(x, t, labels)
+        null = torch.full_like(labels, self.num_classes)
+        u, c = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, labels])).chunk(2)
+        k = c.shape[1] if mean_channels is None else mean_channels
+        return torch.cat([u[:, :k] + guidance * (c[:, :k] - u[:, :k]), c[:, k:]], 1)
+
+    def drop_labels(self, labels: Tensor | None, p: float) -> Tensor | None:
+        """Each label replaced by the null class with probability p: the training of classifier-free
+        guidance, one unconditional model inside the conditional one."""
+        if labels is None:
+            return None
+        dropped = torch.rand(labels.shape, device=labels.device) < p
+        return torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
+
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         assert x.ndim == 4 and t.shape == (x.shape[0],), \
             f"x must be (B, C, H, W) and t (B,), got {tuple(x.shape)}, {tuple(t.shape)}"

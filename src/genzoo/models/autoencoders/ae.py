@@ -126,7 +126,6 @@ class AE(GenerativeModel):
 
     def loss(self, x: Tensor) -> Tensor:
         """Mean squared reconstruction error in [-1, 1] space, ||G(E(x)) - x||^2 / D."""
-        x = self.check_input(x)
         v = self._input(x)
         z = self.encoder(v)
         if self.training:
@@ -178,7 +177,6 @@ class AE(GenerativeModel):
         decoded images are only as good as the Gaussian fit of the code cloud). `temperature`
         scales the standard deviation.
         """
-        n = self.check_n(n)
         T = check_temperature(temperature, scales_latent=True)
         with evaluating(self):
             m, chol = self.code_distribution()
@@ -233,7 +231,6 @@ class DenoisingAE(AE):
     def loss(self, x: Tensor) -> Tensor:
         """||G(E(c(x))) - x||^2 / D in [-1, 1] space: reconstruct the clean image from a corrupted one.
         The running code statistics are those of the corrupted inputs the encoder sees."""
-        x = self.check_input(x)
         z = self.encoder(self._input(self.corrupt(x)))
         if self.training:
             self._update_code_stats(z.detach())

@@ -173,7 +173,6 @@ class VAE(LikelihoodModel):
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
                greedy: bool = False) -> Tensor:
         """z ~ N(0, T^2 I), then x ~ p(x | z) per sub-pixel (the most probable level with `greedy`)."""
-        n = self.check_n(n)
         T = check_temperature(temperature, scales_latent=True)
         with evaluating(self):
             dtype = self.encoder.input.weight.dtype

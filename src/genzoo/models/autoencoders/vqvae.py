@@ -254,7 +254,6 @@ class VQModel(LikelihoodModel):
         units, so only the first term is in nats.
         Stage "prior": nats per code, -log p(codes) summed over the code levels and divided by the
         number of codes of all levels, the codes of x from the frozen encoder."""
-        x = self.check_input(x)
         if self.stage == "prior":
             with torch.no_grad():
                 codes = self._codes(x)
@@ -271,7 +270,6 @@ class VQModel(LikelihoodModel):
 
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """log p(x | z_q(x)) + log p(z_q(x)) <= log P(x), in nats (B,); kind "lower_bound"."""
-        x = self.check_input(x)
         logits, quantized = self._forward(self._input(x), update=False)
         nats = categorical_log_prob(logits, x)
         for lp in self._prior_log_probs([q.codes for q in quantized]):
@@ -281,7 +279,6 @@ class VQModel(LikelihoodModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
         """Codes drawn from the priors at `temperature`, decoded to the most probable levels."""
-        n = self.check_n(n)
         temperature = check_temperature(temperature)
         with evaluating(self):
             return self._to_levels(self._decode(self._sample_codes(n, temperature, generator)))

@@ -151,12 +151,10 @@ class GatedPixelCNN(AutoregressiveModel):
     # -- the contract -------------------------------------------------------------------------
     def log_likelihood(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
         """Exact log P(x) (or log P(x | labels)) in nats, (B,)."""
-        x = self.check_input(x)
         return LogLikelihood(categorical_log_prob(self.logits(x, labels), x), "exact")
 
     def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
-        x = self.check_input(x)
         return F.cross_entropy(widen(self.logits(x, labels)), x)
 
     @torch.no_grad()
@@ -171,7 +169,6 @@ class GatedPixelCNN(AutoregressiveModel):
         horizontal stack and, once per row, one row of the vertical stack, from cached activations
         (Ramachandran et al. 2017); the samples are the same as without.
         """
-        n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
         labels = self.classes_to_draw(n, label, labels)

@@ -120,12 +120,10 @@ class PixelCNN(AutoregressiveModel):
 
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """Exact log P(x) in nats, (B,)."""
-        x = self.check_input(x)
         return LogLikelihood(categorical_log_prob(self.logits(x), x), "exact")
 
     def loss(self, x: Tensor) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
-        x = self.check_input(x)
         return F.cross_entropy(widen(self.logits(x)), x)
 
     @torch.no_grad()
@@ -138,7 +136,6 @@ class PixelCNN(AutoregressiveModel):
         only the new pixel's column of activations, reading earlier ones from per-layer caches
         (Ramachandran et al. 2017); the samples are the same as without.
         """
-        n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
         with eval_mode(self):

@@ -240,7 +240,6 @@ class PixelCNNPlusPlus(AutoregressiveModel):
     # -- the contract -------------------------------------------------------------------------
     def log_likelihood(self, x: Tensor) -> LogLikelihood:
         """Exact log P(x) in nats, (B,): sum over pixels of logsumexp_m(log pi_m + sum_c log L(x_c | m))."""
-        x = self.check_input(x)
         return LogLikelihood(torch.logsumexp(self.mixture_log_probs(self.params(x), x), dim=1).flatten(1).sum(1), "exact")
 
     def loss(self, x: Tensor) -> Tensor:
@@ -257,7 +256,6 @@ class PixelCNNPlusPlus(AutoregressiveModel):
         in row i runs on the rows it needs only (rows 0..i, rounded up to the coarsest scale); the
         samples are the same.
         """
-        n = self.check_n(n)
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
         C, H, W = self.spec.shape

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -31,7 +31,9 @@ DIVERGENCES = ("auto", "exact", "hutchinson")
 @dataclass(frozen=True)
 class UNetFields:
     """The U-Net of every diffusion-family model (nn/unet.py): base width, width multipliers per
-    resolution, residual blocks per resolution, the resolutions with attention, heads, dropout."""
+    resolution, residual blocks per resolution, the resolutions with attention, heads, dropout, and
+    its classes (num_classes, each label dropped with probability label_dropout in training, for
+    classifier-free guidance)."""
 
     base_channels: int = 32  # feature maps of the U-Net's first resolution
     channel_mults: tuple[int, ...] = (1, 2)  # width multiplier of each resolution, comma-separated (e.g. 1,2)
@@ -39,8 +41,14 @@ class UNetFields:
     attention_resolutions: tuple[int, ...] = (4,)  # resolutions (image sides) with self-attention, comma-separated
     num_heads: int = 1  # heads of each self-attention layer
     dropout: float = 0.1  # dropout probability in the residual blocks
+    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
+    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
+    # fields newer than some saved runs: loading those, their defaults fill them in
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes", "label_dropout")
 
     def __post_init__(self) -> None:
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
+        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
         for name in ("base_channels", "num_res_blocks", "num_heads"):
             check_positive(getattr(self, name), name)
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):

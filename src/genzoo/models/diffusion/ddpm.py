@@ -68,10 +68,6 @@ class DDPMConfig(UNetFields):
     objective: Objective = "simple"  # L_simple, L_simple + vlb_weight * L_vlb (hybrid), or the bound alone (vlb)
     vlb_weight: float = 0.001  # weight of L_vlb in the hybrid objective
     validation_terms: int = 50  # bound terms of the validation estimate (a random offset per image)
-    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
-    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
-    # fields newer than some saved runs: loading those, their defaults fill them in
-    added_fields: ClassVar[tuple[str, ...]] = ("num_classes", "label_dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,8 +81,6 @@ class DDPMConfig(UNetFields):
         if self.objective != "simple" and self.variance != "learned":
             raise GenzooError(f"objective {self.objective!r} trains the reverse variance, so it needs variance='learned'.")
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
-        check_positive(self.num_classes, "num_classes", allow_zero=True)
-        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
 
 
 class DDPM(LikelihoodModel):
@@ -118,15 +112,7 @@ class DDPM(LikelihoodModel):
             raise GenzooError(f"guidance must be a number from -100 to 100, got {guidance!r}.")
         mean = self.process.output_channels(self.spec.channels) - (
             self.spec.channels if self.config.variance == "learned" else 0)
-
-        def net(xt: Tensor, t: Tensor) -> Tensor:
-            if guidance == 1.0:
-                return self.net(xt, t, labels)
-            null = torch.full_like(labels, self.config.num_classes)
-            u, c = self.net(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([null, labels])).chunk(2)
-            return torch.cat([u[:, :mean] + guidance * (c[:, :mean] - u[:, :mean]), c[:, mean:]], 1)
-
-        return net
+        return lambda xt, t: self.net.guided(xt, t, labels, guidance, mean)
 
     # -- the contract (models/base.py) for diffusion ---------------------------------------------
     @property
@@ -179,13 +165,11 @@ class DDPM(LikelihoodModel):
         one-step estimate of the negative bound in nats per dimension (mean held fixed in it).
         "vlb": L_vlb alone, nats per dimension. A class-conditional model sees its `labels`, each
         replaced by the null class with probability label_dropout in training."""
-        x = self.check_input(x)
         x0 = self.to_model_space(x)
         B, T = x0.shape[0], self.process.timesteps
         labels = self.check_labels(labels, B)
-        if labels is not None and self.training and self.config.label_dropout > 0:
-            dropped = torch.rand(B, device=x0.device) < self.config.label_dropout
-            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
+        if self.training:
+            labels = self.net.drop_labels(labels, self.config.label_dropout)
         net = self.network(labels)
         t = torch.randint(0, T, (B,), device=x0.device)
         eps = torch.randn_like(x0)
@@ -273,7 +257,6 @@ class DDPM(LikelihoodModel):
         spaced, heun and dpm-solver++ spaced in noise level by samplers.GRID_RHO). `clip` keeps the
         predicted x_0 in [-1, 1]. The final mean is rounded to the nearest level.
         """
-        n = self.check_n(n)
         T = self.process.timesteps
         samplers.check_sampler(sampler, samplers.DISCRETE)
         samplers.check_steps(steps, T)

@@ -29,7 +29,7 @@ from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
 from ..base import LogLikelihood, SampleStats
-from ..helpers import Callback, as_levels, check_positive, check_range, check_strength, eval_mode, report_step
+from ..helpers import Callback, as_levels, check_positive, check_strength, eval_mode, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
 from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
@@ -49,15 +49,11 @@ class FlowMatchingConfig(UNetConfig):
     dropped with probability label_dropout in training (classifier-free guidance); sample_steps: the
     default steps of the fixed-step samplers. The U-Net and ODE settings are continuous.py's UNetConfig."""
 
-    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
-    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
     sample_steps: int = 25  # default steps of the fixed-step samplers
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self.num_classes, "num_classes", allow_zero=True)
         check_positive(self.sample_steps, "sample_steps")
-        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
 
 
 class FlowMatching(ContinuousTimeModel):
@@ -76,25 +72,18 @@ class FlowMatching(ContinuousTimeModel):
     def velocity(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """v_theta(x, t), t (B,) in [0, 1], the network at time 999 t; with labels and guidance w != 1,
         v_u + w (v_c - v_u) (the null class gives v_u)."""
-        tt = 999.0 * t.to(x.dtype)
-        if labels is None or guidance == 1.0:
-            return self.net(x, tt, labels)
-        null = torch.full_like(labels, self.config.num_classes)
-        v_u, v_c = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([null, labels])).chunk(2)
-        return v_u + guidance * (v_c - v_u)
+        return self.net.guided(x, 999.0 * t.to(x.dtype), labels, guidance)
 
     def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """L_CFM per dimension, batch mean, one t ~ U(0, 1), x_0 ~ N(0, I) and dequantization per image
         (a squared error, not a likelihood)."""
-        x = self.check_input(x)
         labels = self.check_labels(labels, x.shape[0])
         x1 = self.dequantize(x)
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
         xt, u = linear_path(x0, x1, t)
-        if labels is not None:
-            drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels)
+        if self.training:
+            labels = self.net.drop_labels(labels, self.config.label_dropout)
         return (widen(self.velocity(xt, t, labels)) - u).pow(2).mean()
 
     @torch.no_grad()
@@ -127,7 +116,6 @@ class FlowMatching(ContinuousTimeModel):
         `callback` sees x_t and the predicted data x_1 = x_t + (1 - t) v, as levels, at every network
         evaluation (`as_levels`).
         """
-        n = self.check_n(n)
         check_sampler(sampler, FM_SAMPLERS)
         check_steps(steps)
         if not isinstance(guidance, (int, float)) or isinstance(guidance, bool):

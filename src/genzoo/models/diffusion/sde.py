@@ -53,18 +53,12 @@ class ScoreSDEConfig(UNetConfig):
     t_min: float = 1e-5  # smallest time trained and integrated from (eps in Song et al.)
     sample_eps: float = 1e-3  # time at which the samplers stop
     sample_steps: int = 1000  # default steps of the pc and em samplers
-    num_classes: int = 0  # 0 for an unconditional model, else the number of classes it is conditioned on
-    label_dropout: float = 0.1  # probability of dropping a label in training (classifier-free guidance)
-    # fields newer than some saved runs: loading those, their defaults fill them in
-    added_fields: ClassVar[tuple[str, ...]] = ("num_classes", "label_dropout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choices(self)
         for name in ("beta_min", "beta_max", "sigma_min", "sigma_max", "sample_steps"):
             check_positive(getattr(self, name), name)
-        check_positive(self.num_classes, "num_classes", allow_zero=True)
-        check_range(self.label_dropout, "label_dropout", 0.0, 1.0)
         if self.beta_max <= self.beta_min:
             raise GenzooError(f"beta_max must exceed beta_min, got {self.beta_max} <= {self.beta_min}.")
         if self.sigma_max <= self.sigma_min:
@@ -94,12 +88,7 @@ class ScoreSDE(ContinuousTimeModel):
         """eps_theta(x_t, t): the network on x_t / sqrt(m^2 + s^2) (unit scale) and time 999 t; given
         `labels`, with classifier-free guidance w != 1: e_u + w (e_c - e_u), e_u of the null class."""
         m, s = self.sde.marginal(t)
-        xs, tt = xt * as_column((m ** 2 + s ** 2).rsqrt(), xt), 999.0 * t.to(xt.dtype)
-        if labels is None or guidance == 1.0:
-            return self.net(xs, tt, labels)
-        null = torch.full_like(labels, self.config.num_classes)
-        u, c = self.net(torch.cat([xs, xs]), torch.cat([tt, tt]), torch.cat([null, labels])).chunk(2)
-        return u + guidance * (c - u)
+        return self.net.guided(xt * as_column((m ** 2 + s ** 2).rsqrt(), xt), 999.0 * t.to(xt.dtype), labels, guidance)
 
     def score(self, xt: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """s_theta(x_t, t) = -eps_theta(x_t, t) / s(t), approximating grad log p_t(x_t) (given labels)."""
@@ -111,13 +100,11 @@ class ScoreSDE(ContinuousTimeModel):
         noise, E ||eps_theta(x_t, t) - eps||^2 / D (a squared error per dimension, not a likelihood),
         batch mean over one t ~ U(t_min, 1) and one eps per image; labels dropped to the null class
         with probability label_dropout in training."""
-        x = self.check_input(x)
         x0 = self.dequantize(x)
         B = x0.shape[0]
         labels = self.check_labels(labels, B)
-        if labels is not None and self.training and self.config.label_dropout > 0:
-            dropped = torch.rand(B, device=x0.device) < self.config.label_dropout
-            labels = torch.where(dropped, torch.full_like(labels, self.config.num_classes), labels)
+        if self.training:
+            labels = self.net.drop_labels(labels, self.config.label_dropout)
         t = torch.rand(B, dtype=x0.dtype, device=x0.device) * (1 - self.config.t_min) + self.config.t_min
         eps = torch.randn_like(x0)
         m, s = self.sde.marginal(t)
@@ -169,7 +156,6 @@ class ScoreSDE(ContinuousTimeModel):
         `callback` sees x_t, as levels, at every network evaluation (with the x_0 prediction on the
         Gaussian-path samplers).
         """
-        n = self.check_n(n)
         check_sampler(sampler, SDE_SAMPLERS)
         check_steps(steps)
         if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:

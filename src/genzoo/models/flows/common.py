@@ -170,7 +170,6 @@ class FlowModel(LikelihoodModel):
     def log_likelihood(self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None,
                        labels: Tensor | None = None) -> LogLikelihood:
         """Lower bound on log P(x) in nats, (B,): log mean_s p(v_s) - D log K, v_s = (x + U_s) / K."""
-        x = self.check_input(x)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise GenzooError(f"num_samples must be a positive integer, got {num_samples!r}.")
         B, D, K = x.shape[0], self.spec.dims, self.spec.levels
@@ -188,7 +187,6 @@ class FlowModel(LikelihoodModel):
         finite (found by running the batch again with a check after every layer, so that a finite
         step pays for one check, not one per layer).
         """
-        x = self.check_input(x)
         D, K = self.spec.dims, self.spec.levels
         v = dequantize(x, K, dtype=self.dtype)
         labels = self.check_labels(labels, len(x))
@@ -221,7 +219,6 @@ class FlowModel(LikelihoodModel):
         """x = floor(K v), v = postprocess(decode(T * eps)), eps ~ N(0, I): temperature T scales every
         latent's standard deviation (Glow, section 5). A class-conditional model draws z = mu_y +
         sigma_y T eps for class `label`, or `labels` (n,), or the classes in turn."""
-        n = self.check_n(n)
         temperature = check_temperature(temperature, scales_latent=True)
         labels = self.classes_to_draw(n, label, labels)
         z = torch.randn(n, self.spec.dims, generator=generator, dtype=self.dtype, device=self.device) * temperature
