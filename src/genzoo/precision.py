@@ -10,7 +10,6 @@ supports it and fp32 elsewhere; the default, fp32, keeps every figure of a float
 from __future__ import annotations
 
 import contextlib
-import typing
 from typing import Any, Literal
 
 import torch
@@ -19,7 +18,6 @@ from torch import Tensor
 from .errors import GenzooError
 
 Name = Literal["fp32", "bf16", "fp16", "auto"]
-PRECISIONS = typing.get_args(Name)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
