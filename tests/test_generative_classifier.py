@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 
+import pytest
 import torch
 
 import genzoo
@@ -17,17 +18,22 @@ from genzoo.evaluate import class_log_posterior, evaluate
 SPEC = DataSpec(1, 2, 2, 3)
 
 
-def random_conditional_model() -> genzoo.GenerativeModel:
-    model = genzoo.create("gated-pixelcnn", SPEC, hidden_channels=8, num_layers=2, first_kernel_size=3,
-                          output_hidden=8, dropout=0.0, num_classes=3).double().eval()
+EXACT = {"gated-pixelcnn": dict(hidden_channels=8, num_layers=2, first_kernel_size=3, output_hidden=8),
+         "pixelcnn": dict(hidden_channels=8, num_blocks=1, first_kernel_size=3, output_hidden=8),
+         "pixelcnn++": dict(hidden_channels=8, num_resnet=1, num_scales=1, num_mixtures=2)}
+
+
+def random_conditional_model(name: str = "gated-pixelcnn") -> genzoo.GenerativeModel:
+    model = genzoo.create(name, SPEC, **EXACT[name], dropout=0.0, num_classes=3).double().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
     return model
 
 
-def test_the_posterior_is_bayes_rule_and_the_marginal_is_a_distribution():
-    model = random_conditional_model()
+@pytest.mark.parametrize("name", list(EXACT))
+def test_the_posterior_is_bayes_rule_and_the_marginal_is_a_distribution(name):
+    model = random_conditional_model(name)
     images = torch.tensor(list(itertools.product(range(3), repeat=4))).view(-1, *SPEC.shape)
     posterior, marginal, kind = class_log_posterior(model, images)
     by_hand = torch.stack([model.log_likelihood(images, labels=torch.full((81,), y)).nats.exp() for y in range(3)], 1)

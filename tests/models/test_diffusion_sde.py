@@ -12,6 +12,10 @@ from genzoo.models.diffusion.sde_process import VESDE, VPSDE, ode_log_likelihood
 MU, SD = 0.3, 0.5
 
 
+def prior(sde, shape, generator):
+    return torch.randn(shape, generator=generator, dtype=torch.float64) * sde.prior_std()
+
+
 def gaussian_score(sde):
     """grad log p_t for data N(MU, SD^2): p_t = N(m MU, m^2 SD^2 + s^2)."""
     def score(x, t):
@@ -64,8 +68,8 @@ def test_samplers_with_the_exact_score_draw_the_data_distribution():
     sde = VPSDE()
     g = torch.Generator().manual_seed(0)
     shape = (4000, 1, 1, 1)
-    pc, _ = pc_sample(sde, gaussian_score(sde), shape, 150, eps=1e-3, snr=0.1, generator=g, dtype=torch.float64)
-    ode, _ = ode_sample(sde, gaussian_score(sde), shape, eps=1e-3, rtol=1e-6, atol=1e-6, generator=g, dtype=torch.float64)
+    pc, _ = pc_sample(sde, gaussian_score(sde), prior(sde, shape, g), 150, eps=1e-3, snr=0.1, generator=g)
+    ode, _ = ode_sample(sde, gaussian_score(sde), prior(sde, shape, g), eps=1e-3, rtol=1e-6, atol=1e-6)
     se = SD / math.sqrt(shape[0])
     for x in (pc, ode):
         assert abs(x.mean().item() - MU) < 5 * se

@@ -53,8 +53,8 @@ def test_samplers_converge_to_the_probability_flow_ode_solution(sampler):
         m, s = m.view(-1, 1, 1, 1), s.view(-1, 1, 1, 1)
         return -(x - m * MU) / (m ** 2 * SD ** 2 + s ** 2)
 
-    reference, _ = ode_sample(sde, score, shape, eps, rtol=1e-10, atol=1e-10, generator=torch.Generator().manual_seed(0),
-                              dtype=torch.float64)
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sde.prior_std()
+    reference, _ = ode_sample(sde, score, start, eps, rtol=1e-10, atol=1e-10)
     x1 = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     errors = []
     ends = sde.marginal(torch.tensor([1.0, eps], dtype=torch.float64))

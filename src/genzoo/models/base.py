@@ -203,6 +203,12 @@ class GenerativeModel(nn.Module):
                               f"got values in [{int(labels.min())}, {int(labels.max())}].")
         return labels.long().to(self.device)
 
+    def labels_of(self, data: Dataset, index: Any) -> Tensor | None:
+        """The labels of data[index] on the model's device for a class-conditional model, else None."""
+        if self.num_classes == 0 or data.labels is None:
+            return None
+        return data.labels[index].to(self.device)
+
     def classes_to_draw(self, n: int, label: Any = None, labels: Any = None, guidance: Any = 1.0) -> Tensor | None:
         """The classes n samples are drawn from: `labels` (n,), or `label` for all, or by default the
         classes 0, 1, ... in turn; None for an unconditional model, which refuses a class or a guidance

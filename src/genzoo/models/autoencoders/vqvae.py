@@ -101,6 +101,7 @@ class VQVAEConfig:
     restart_threshold: float = 1.0
     # the autoregressive prior over codes, as JSON: '{"family": "gated-pixelcnn"}' (omitted fields keep defaults)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    num_classes: int = 0  # 0: an unconditional prior, else the number of classes its code prior (top) is conditioned on
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_blocks", "code_dim"):
@@ -114,6 +115,7 @@ class VQVAEConfig:
         check_range(self.decay, "decay", 0.0, 0.9999)
         check_positive(self.restart_threshold, "restart_threshold", allow_zero=True)
         object.__setattr__(self, "prior", PriorConfig.parse(self.prior))
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
 
 
 # -- blocks --------------------------------------------------------------------------------------
@@ -201,10 +203,11 @@ class VQModel(LikelihoodModel):
     def _decode(self, codes: list[Tensor]) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:  # pragma: no cover
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:  # pragma: no cover
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
+                      labels: Tensor | None) -> list[Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     # -- stages -------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class VQModel(LikelihoodModel):
             return self._to_levels(self._forward(self._input(x), update=False)[0])
 
     # -- objective --------------------------------------------------------------------------------
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """The objective of the current stage, a scalar.
 
         Stage "autoencoder": nats per dimension (sub-pixel) of the reconstruction term
@@ -253,11 +256,12 @@ class VQModel(LikelihoodModel):
         MSE ||sg(z_e) - e||^2 likewise; one such pair per code level. The MSEs are squared latent
         units, so only the first term is in nats.
         Stage "prior": nats per code, -log p(codes) summed over the code levels and divided by the
-        number of codes of all levels, the codes of x from the frozen encoder."""
+        number of codes of all levels, the codes of x from the frozen encoder (and the prior given the
+        labels of a class-conditional model)."""
         if self.stage == "prior":
             with torch.no_grad():
                 codes = self._codes(x)
-            nats = sum(lp.sum() for lp in self._prior_log_probs(codes))
+            nats = sum(lp.sum() for lp in self._prior_log_probs(codes, self.check_labels(labels, len(x))))
             return -nats / sum(c.numel() for c in codes)
         update = self.training and torch.is_grad_enabled()
         logits, quantized = self._forward(self._input(x), update)
@@ -268,20 +272,23 @@ class VQModel(LikelihoodModel):
                 loss = loss + q.codebook_loss
         return loss
 
-    def log_likelihood(self, x: Tensor) -> LogLikelihood:
-        """log p(x | z_q(x)) + log p(z_q(x)) <= log P(x), in nats (B,); kind "lower_bound"."""
+    def log_likelihood(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
+        """log p(x | z_q(x)) + log p(z_q(x)[ | y]) <= log P(x[ | y]), in nats (B,); kind "lower_bound"."""
         logits, quantized = self._forward(self._input(x), update=False)
         nats = categorical_log_prob(logits, x)
-        for lp in self._prior_log_probs([q.codes for q in quantized]):
+        for lp in self._prior_log_probs([q.codes for q in quantized], self.check_labels(labels, len(x))):
             nats = nats + lp
         return LogLikelihood(nats, "lower_bound")
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
-        """Codes drawn from the priors at `temperature`, decoded to the most probable levels."""
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+               label: int | None = None, labels: Tensor | None = None) -> Tensor:
+        """Codes drawn from the priors at `temperature`, decoded to the most probable levels. A
+        class-conditional model draws class `label`, or `labels` (n,), or the classes 0, 1, ... in turn."""
         temperature = check_temperature(temperature)
+        labels = self.classes_to_draw(n, label, labels)
         with evaluating(self):
-            return self._to_levels(self._decode(self._sample_codes(n, temperature, generator)))
+            return self._to_levels(self._decode(self._sample_codes(n, temperature, generator, labels)))
 
     # -- metrics and figures ------------------------------------------------------------------------
     def task_metrics(self, data: Dataset, generator: torch.Generator | None = None, batch_size: int = 256) -> dict[str, float]:
@@ -294,7 +301,8 @@ class VQModel(LikelihoodModel):
                 logits, quantized = self._forward(self._input(x), update=False)
                 x_hat.append(self._to_levels(logits).cpu())
                 level_codes = [q.codes for q in quantized]
-                for j, (c, lp) in enumerate(zip(level_codes, self._prior_log_probs(level_codes))):
+                labels = self.labels_of(data, slice(i, i + batch_size))
+                for j, (c, lp) in enumerate(zip(level_codes, self._prior_log_probs(level_codes, labels))):
                     codes[j].append(c.cpu())
                     nats[j].append(lp.double().cpu())
         metrics = {"psnr": float(psnr(torch.cat(x_hat), data.x, self.spec.levels).mean())}
@@ -335,7 +343,7 @@ class VQVAE(VQModel):
         self.encoder = Downsampler(C, ch, config.code_dim, d, config.num_blocks)
         self.quantizers = nn.ModuleList([self._quantizer()])
         self.decoder = Upsampler(config.code_dim, ch, C * spec.levels, sizes[-2::-1], config.num_blocks)
-        self.prior = build_code_prior(config.prior, self.grid, config.num_codes)
+        self.prior = build_code_prior(config.prior, self.grid, config.num_codes, config.num_classes)
 
     def _forward(self, v: Tensor, update: bool) -> tuple[Tensor, list[Quantized]]:
         z_e = self.encoder(v)
@@ -347,11 +355,12 @@ class VQVAE(VQModel):
     def _decode(self, codes: list[Tensor]) -> Tensor:
         return self._logits_view(self.decoder(self.quantizers[0].lookup(codes[0])))
 
-    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:
-        return [self.prior.log_likelihood(codes[0][:, None]).nats]
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:
+        return [self.prior.log_likelihood(codes[0][:, None], labels).nats]
 
-    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:
-        return [self.prior.sample(n, generator, temperature=temperature)[:, 0]]
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
+                      labels: Tensor | None) -> list[Tensor]:
+        return [self.prior.sample(n, generator, temperature=temperature, labels=labels)[:, 0]]
 
     def encode(self, x: Tensor) -> Tensor:
         """Codes (B, h, w) int64 of levels x (B, C, H, W)."""

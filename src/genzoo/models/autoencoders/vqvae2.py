@@ -69,7 +69,7 @@ class VQVAE2(VQVAE):
         self.quantizers = nn.ModuleList([self._quantizer(), self._quantizer()])
         self.top_upsample = nn.Sequential(nn.Upsample(size=self.grid, mode="nearest"), nn.Conv2d(D, D, 3, padding=1))
         self.decoder = Upsampler(2 * D, ch, C * spec.levels, sizes[-2::-1], nb)
-        self.top_prior = build_code_prior(config.prior, self.top_grid, config.num_codes)
+        self.top_prior = build_code_prior(config.prior, self.top_grid, config.num_codes, config.num_classes)
         self.bottom_prior = ConditionalPixelCNN(config.num_codes, config.num_codes, self.grid,
                                                 config.bottom_prior_channels, config.bottom_prior_blocks,
                                                 config.bottom_prior_dropout)
@@ -94,12 +94,13 @@ class VQVAE2(VQVAE):
         top, bottom = codes
         return self._decode_vectors(self.quantizers[0].lookup(top), self.quantizers[1].lookup(bottom))
 
-    def _prior_log_probs(self, codes: list[Tensor]) -> list[Tensor]:
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:
         top, bottom = codes
-        return [self.top_prior.log_likelihood(top[:, None]).nats, self.bottom_prior.log_prob(bottom, top)]
+        return [self.top_prior.log_likelihood(top[:, None], labels).nats, self.bottom_prior.log_prob(bottom, top)]
 
-    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None) -> list[Tensor]:
-        top = self.top_prior.sample(n, generator, temperature=temperature)[:, 0]
+    def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
+                      labels: Tensor | None) -> list[Tensor]:
+        top = self.top_prior.sample(n, generator, temperature=temperature, labels=labels)[:, 0]
         return [top, self.bottom_prior.sample(top, temperature, generator)]
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]

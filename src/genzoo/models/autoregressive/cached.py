@@ -31,9 +31,10 @@ class PixelCNNStepper:
 
     fills_caches = True
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, labels: Tensor | None = None) -> None:
         self.model = model
         self.C, self.K = model.spec.channels, model.spec.levels
+        self.bias_in, self.bias_head = model.class_biases(labels)
 
         def upper(conv) -> tuple[Tensor, Tensor | None, int]:
             k = conv.kernel_size[0]
@@ -61,13 +62,13 @@ class PixelCNNStepper:
 
     def column(self, i: int, j: int) -> Tensor:
         n, k = self.n, self.k_in
-        h = F.linear(self.inp[:, :, i: i + k // 2 + 1, j: j + k].reshape(n, -1), self.w_in, self.b_in)
+        h = F.linear(self.inp[:, :, i: i + k // 2 + 1, j: j + k].reshape(n, -1), self.w_in, self.b_in) + self.bias_in
         for ((w1, b1), (wk, bk, kk), (w2, b2)), cache in zip(self.blocks, self.caches):
             q = kk // 2
             cache[:, :, i + q, j + q] = F.relu(F.linear(F.relu(h), w1, b1))
             a = F.linear(cache[:, :, i: i + q + 1, j: j + kk].reshape(n, -1), wk, bk)
             h = h + F.linear(F.relu(a), w2, b2)
-        o = F.linear(F.relu(F.linear(F.relu(h), *self.head)), *self.out)
+        o = F.linear(F.relu(F.linear(F.relu(h), *self.head) + self.bias_head), *self.out)
         return o.view(n, self.C, self.K).transpose(1, 2)  # (n, K, C)
 
     def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:

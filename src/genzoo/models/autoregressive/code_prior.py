@@ -36,7 +36,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """An unconditional autoregressive prior over a grid of codes: its family and sizes.
+    """An autoregressive prior over a grid of codes: its family and sizes (its classes come from the model).
 
     family: "pixelcnn" or "gated-pixelcnn". Each family takes the fields its own config has and
     ignores the rest: num_blocks is the PixelCNN's number of residual blocks, num_layers the
@@ -97,9 +97,11 @@ class PriorConfig:
             raise GenzooError(f"prior {e}") from None
 
 
-def build_code_prior(config: PriorConfig, grid: tuple[int, int], num_codes: int) -> GenerativeModel:
-    """The prior of `config` over code grids of shape `grid`, as 1 x h x w images with num_codes levels."""
-    return FAMILIES[config.family](DataSpec(1, *grid, num_codes), config.family_config())
+def build_code_prior(config: PriorConfig, grid: tuple[int, int], num_codes: int, num_classes: int = 0) -> GenerativeModel:
+    """The prior of `config` over code grids of shape `grid`, as 1 x h x w images with num_codes levels,
+    conditioned on `num_classes` classes (0: unconditional)."""
+    family = dataclasses.replace(config.family_config(), num_classes=num_classes)
+    return FAMILIES[config.family](DataSpec(1, *grid, num_codes), family)
 
 
 class ConditionalPixelCNN(nn.Module):

@@ -6,6 +6,10 @@ then B. Masks of type A (first layer) and B (later layers) carry that order; res
 Networks", sections 3.4-3.5. log_likelihood is exact, in nats; loss is its negative mean per
 dimension.
 
+With num_classes = N > 0 the model is class-conditional, P(x | y): a learned vector of the class is
+added to every position after the first layer and before the output layers (the conditional PixelCNN's
+h + V^T y, van den Oord et al. 2016b, eq. 4, at two layers), so loss and log_likelihood take labels.
+
 Stacked masked convolutions leave a blind spot above and to the right of each pixel (van den
 Oord et al. 2016b, fixed by the gated PixelCNN's two stacks). The default first kernel (15 x 15)
 spans every row above on images up to 8 pixels wide, so on the 8x8 digits there is none.
@@ -42,6 +46,7 @@ class PixelCNNConfig:
     kernel_size: int = 3  # kernel of the blocks' masked convolutions (odd)
     output_hidden: int = 128  # width of the 1x1 output layers before the K-way softmax
     dropout: float = 0.3  # dropout probability inside each residual block
+    num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_blocks", "first_kernel_size", "kernel_size", "output_hidden"):
@@ -50,6 +55,7 @@ class PixelCNNConfig:
             if getattr(self, name) % 2 == 0:
                 raise GenzooError(f"{name} must be odd, got {getattr(self, name)}.")
         check_range(self.dropout, "dropout", 0.0, 0.99)
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
 
 
 class ResidualBlock(nn.Module):
@@ -92,6 +98,19 @@ class PixelCNN(AutoregressiveModel):
         )
         self.head = MaskedConv2d("B", config.hidden_channels, config.output_hidden, 1, C)
         self.out = MaskedConv2d("B", config.output_hidden, C * K, 1, C)
+        classes = config.num_classes
+        self.class_in = nn.Embedding(classes, config.hidden_channels) if classes else None
+        self.class_head = nn.Embedding(classes, config.output_hidden) if classes else None
+        for embed in (self.class_in, self.class_head):
+            if embed is not None:
+                nn.init.zeros_(embed.weight)  # the conditional model starts as the unconditional one
+
+    def class_biases(self, labels: Tensor | None) -> tuple[Tensor | int, Tensor | int]:
+        """The class vectors (n, hidden_channels) and (n, output_hidden) added after the first layer and
+        the head; 0 for an unconditional model."""
+        if labels is None or self.class_in is None or self.class_head is None:
+            return 0, 0
+        return self.class_in(labels), self.class_head(labels)
 
     def features(self, x: Tensor) -> Tensor:
         """Levels (int or float) (B, C, H, W) -> network input (B, C+1, H, W) in [-1, 1] plus ones."""
@@ -99,48 +118,58 @@ class PixelCNN(AutoregressiveModel):
         v = to_centered(x, self.spec.levels, dtype)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Per-sub-pixel class scores (B, K, C, H, W); entry i depends only on sub-pixels before i."""
+    def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Per-sub-pixel class scores (B, K, C, H, W); entry i depends only on sub-pixels before i
+        (and on the labels (B,) of a class-conditional model)."""
         if not x.dtype.is_floating_point:
             x = self.check_input(x)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
             raise GenzooError(f"x must have shape (B, {self.spec.channels}, {self.spec.height}, {self.spec.width}), "
                               f"got {tuple(x.shape)}.")
-        return self._logits(x)
+        return self._logits(x, self.check_labels(labels, x.shape[0]))
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """logits() without input checks, for any height (sampling feeds the first rows only)."""
-        h = self.input(self.features(x))
+        bias_in, bias_head = self.class_biases(labels)
+        h = self.input(self.features(x)) + as_map(bias_in)
         for block in self.blocks:
             h = block(h)
-        h = self.out(F.relu(self.head(F.relu(h))))
+        h = self.out(F.relu(self.head(F.relu(h)) + as_map(bias_head)))
         B, _, H, W = h.shape
         C, K = self.spec.channels, self.spec.levels
         return h.view(B, C, K, H, W).transpose(1, 2)  # (B, K, C, H, W)
 
-    def log_likelihood(self, x: Tensor) -> LogLikelihood:
-        """Exact log P(x) in nats, (B,)."""
-        return LogLikelihood(categorical_log_prob(self.logits(x), x), "exact")
+    def log_likelihood(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
+        """Exact log P(x) (or log P(x | labels)) in nats, (B,)."""
+        return LogLikelihood(categorical_log_prob(self.logits(x, labels), x), "exact")
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats per dimension (mean cross-entropy over sub-pixels)."""
-        return F.cross_entropy(widen(self.logits(x)), x)
+        return F.cross_entropy(widen(self.logits(x, labels)), x)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               cache: bool = True, given: Tensor | None = None, callback: Callback | None = None) -> Tensor:
+               cache: bool = True, given: Tensor | None = None, label: int | None = None,
+               labels: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Exact ancestral sampling from softmax(logits / temperature), sub-pixel by sub-pixel.
 
         `given` (n, C, H, W) holds known levels and -1 where unknown: known pixels are kept, the
-        rest drawn in raster order given every pixel before them. With `cache`, each step computes
+        rest drawn in raster order given every pixel before them. A class-conditional model draws
+        class `label`, or `labels` (n,), or the classes 0, 1, ... in turn. With `cache`, each step computes
         only the new pixel's column of activations, reading earlier ones from per-layer caches
         (Ramachandran et al. 2017); the samples are the same as without.
         """
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
+        labels = self.classes_to_draw(n, label, labels)
         with eval_mode(self):
             if cache:
-                return cached_ancestral_sample(PixelCNNStepper(self), n, self.spec.shape, temperature, generator,
+                return cached_ancestral_sample(PixelCNNStepper(self, labels), n, self.spec.shape, temperature, generator,
                                                given, self.device, callback)
-            return ancestral_sample(lambda x, row: self._logits(x), n, self.spec.shape, temperature, generator,
+            return ancestral_sample(lambda x, row: self._logits(x, labels), n, self.spec.shape, temperature, generator,
                                     given, self.device, callback)
+
+
+def as_map(bias: Tensor | int) -> Tensor | int:
+    """A per-image vector (n, F) as a constant feature map (n, F, 1, 1); 0 stays 0."""
+    return bias if isinstance(bias, int) else bias[:, :, None, None]

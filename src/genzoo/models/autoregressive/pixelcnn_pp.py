@@ -12,6 +12,10 @@ The linear dependence on earlier channels (R -> G -> B) makes the pixel's channe
 without a separate pass per channel. Salimans et al. 2017, "PixelCNN++", sections 2.1-2.3.
 log_likelihood is exact, in nats; loss is its negative mean per dimension.
 
+With num_classes = N > 0 the model is class-conditional, P(x | y): a learned vector of the class is
+added to both streams after their first convolutions and before the output layer (conditioning as
+in the gated PixelCNN, h + V^T y), so loss and log_likelihood take labels.
+
 With `data_init`, the training data (up to 256 images, in `prepare`) initialize the weights, as the authors do
 (Salimans & Kingma 2016, "Weight Normalization", section 3): every convolution's output starts with
 zero mean and unit variance per channel (the last convolution of each residual branch with 0.1, so
@@ -44,8 +48,8 @@ from ...nn.causal import (
 from ...nn.init import data_dependent_init
 from ...nn.pointwise import Conv1x1
 from ..base import LogLikelihood
-from ..helpers import Callback, check_positive, check_range, check_temperature, eval_mode, report_step
-from .common import check_given, sample_categorical
+from ..helpers import Callback, check_positive, check_range, check_temperature, eval_mode
+from .common import ancestral_sample, check_given
 from .inpaint import AutoregressiveModel
 
 
@@ -63,6 +67,7 @@ class PixelCNNPlusPlusConfig:
     num_mixtures: int = 5  # logistic components of the discretized mixture per pixel
     dropout: float = 0.5  # dropout probability inside each gated ResNet block
     data_init: bool = False  # initialize the weights from the training data before the first step
+    num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_resnet", "num_scales", "num_mixtures"):
@@ -70,6 +75,7 @@ class PixelCNNPlusPlusConfig:
         check_range(self.dropout, "dropout", 0.0, 0.99)
         if not isinstance(self.data_init, bool):
             raise GenzooError(f"data_init must be true or false, got {self.data_init!r}.")
+        check_positive(self.num_classes, "num_classes", allow_zero=True)
 
 
 class GatedResnet(nn.Module):
@@ -126,6 +132,11 @@ class PixelCNNPlusPlus(AutoregressiveModel):
         M = config.num_mixtures
         self.num_coeffs = C * (C - 1) // 2
         self.out = Conv1x1(ch, M * (1 + 2 * C + self.num_coeffs))
+        self.class_in = nn.Embedding(config.num_classes, ch) if config.num_classes else None
+        self.class_out = nn.Embedding(config.num_classes, ch) if config.num_classes else None
+        for embed in (self.class_in, self.class_out):
+            if embed is not None:
+                nn.init.zeros_(embed.weight)  # the conditional model starts as the unconditional one
         if config.data_init:
             self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
 
@@ -157,12 +168,18 @@ class PixelCNNPlusPlus(AutoregressiveModel):
         H, W = f.shape[2:]
         return F.pad(f, (0, -W % m, 0, -H % m))
 
-    def params(self, x: Tensor) -> Tensor:
-        """Mixture parameters (B, M (1 + 2C + C(C-1)/2), H, W); at (i, j) they see only pixels before (i, j)."""
+    def class_map(self, embed: nn.Embedding | None, labels: Tensor | None) -> Tensor | int:
+        """The class vectors of `labels` as constant maps (n, ch, 1, 1); 0 for an unconditional model."""
+        return 0 if embed is None or labels is None else embed(labels)[:, :, None, None]
+
+    def params(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Mixture parameters (B, M (1 + 2C + C(C-1)/2), H, W); at (i, j) they see only pixels before (i, j)
+        (and the labels (B,) of a class-conditional model)."""
         H, W = x.shape[2:]
         f = self.features(x)
-        u_list = [self.u_init(f)]
-        ul_list = [self.ul_init_down(f) + self.ul_init_right(f)]
+        y = self.class_map(self.class_in, labels)
+        u_list = [self.u_init(f) + y]
+        ul_list = [self.ul_init_down(f) + self.ul_init_right(f) + y]
         S = self.config.num_scales
         for s in range(S):
             for block_u, block_ul in zip(self.up_u[s], self.up_ul[s]):
@@ -179,7 +196,7 @@ class PixelCNNPlusPlus(AutoregressiveModel):
             if s < S - 1:
                 u, ul = self.upsize_u[s](u), self.upsize_ul[s](ul)
         assert not u_list and not ul_list
-        return self.out(F.elu(ul))[:, :, :H, :W]
+        return self.out(F.elu(ul + self.class_map(self.class_out, labels)))[:, :, :H, :W]
 
     @float32
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -230,58 +247,70 @@ class PixelCNNPlusPlus(AutoregressiveModel):
         lp = discretized_logistic_log_prob(k, mean.unsqueeze(2), log_s[:, c].unsqueeze(2), K)  # (B, M, K, *S)
         return torch.logsumexp(log_w.unsqueeze(2) + lp, dim=1) - torch.logsumexp(log_w, dim=1).unsqueeze(1)
 
-    def logits(self, x: Tensor) -> Tensor:
+    def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Per-sub-pixel log-probabilities of every level (B, K, C, H, W), each channel given the true
         earlier channels of its pixel; they sum over channels at the true levels to log_likelihood."""
         x = self.check_input(x)
-        params = self.params(x)
+        params = self.params(x, self.check_labels(labels, len(x)))
         return torch.stack([self.conditional_log_probs(params, x, c) for c in range(self.spec.channels)], dim=2)
 
     # -- the contract -------------------------------------------------------------------------
-    def log_likelihood(self, x: Tensor) -> LogLikelihood:
-        """Exact log P(x) in nats, (B,): sum over pixels of logsumexp_m(log pi_m + sum_c log L(x_c | m))."""
-        return LogLikelihood(torch.logsumexp(self.mixture_log_probs(self.params(x), x), dim=1).flatten(1).sum(1), "exact")
+    def log_likelihood(self, x: Tensor, labels: Tensor | None = None) -> LogLikelihood:
+        """Exact log P(x) (or log P(x | labels)) in nats, (B,): sum over pixels of
+        logsumexp_m(log pi_m + sum_c log L(x_c | m))."""
+        params = self.params(x, self.check_labels(labels, len(x)))
+        return LogLikelihood(torch.logsumexp(self.mixture_log_probs(params, x), dim=1).flatten(1).sum(1), "exact")
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats per dimension."""
-        return -self.log_likelihood(x).nats.mean() / self.spec.dims
+        return -self.log_likelihood(x, labels).nats.mean() / self.spec.dims
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               cache: bool = True, given: Tensor | None = None, callback: Callback | None = None) -> Tensor:
-        """Exact ancestral sampling: per pixel in raster order one network pass, then its channels in
-        order from P(x_c | x_<c, earlier pixels) with log-probabilities divided by `temperature`.
+               cache: bool = True, given: Tensor | None = None, label: int | None = None,
+               labels: Tensor | None = None, callback: Callback | None = None) -> Tensor:
+        """Exact ancestral sampling (common.ancestral_sample, the stepper of every autoregressive model):
+        per pixel in raster order one network pass, then its channels in order from
+        P(x_c | x_<c, earlier pixels) with log-probabilities divided by `temperature`.
 
-        `given` (n, C, H, W) holds known levels and -1 where unknown. With `cache`, a pass for a pixel
-        in row i runs on the rows it needs only (rows 0..i, rounded up to the coarsest scale); the
-        samples are the same.
+        `given` (n, C, H, W) holds known levels and -1 where unknown. A class-conditional model draws
+        class `label`, or `labels` (n,), or the classes 0, 1, ... in turn. With `cache`, a pass for a
+        pixel in row i runs on the rows it needs only (rows 0..i, rounded up to the coarsest scale);
+        the samples are the same.
         """
         temperature = check_temperature(temperature)
         given = check_given(given, n, self.spec.shape, self.spec.levels)
-        C, H, W = self.spec.shape
-        device = self.device
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        known = None
-        if given is not None:
-            given = given.to(device)
-            known = given >= 0
-            x = torch.where(known, given, x)
-        m = 2 ** (self.config.num_scales - 1)
+        stepper = PixelStepper(self, self.classes_to_draw(n, label, labels), cache)
         with eval_mode(self):
-            for i in range(H):
-                rows = min(H, math.ceil((i + 1) / m) * m) if cache else H
-                for j in range(W):
-                    todo = [c for c in range(C) if known is None or not bool(known[:, c, i, j].all())]
-                    if not todo:
-                        report_step(callback, i * W + j + 1, H * W, x=x)
-                        continue
-                    params = self.params(x[:, :, :rows])[:, :, i: i + 1, j: j + 1]
-                    for c in todo:
-                        xp = x[:, :, i: i + 1, j: j + 1]
-                        lp = self.conditional_log_probs(params, xp, c)[:, :, 0, 0]
-                        draw = sample_categorical(lp, temperature, generator)
-                        if known is not None:
-                            draw = torch.where(known[:, c, i, j], x[:, c, i, j], draw)
-                        x[:, c, i, j] = draw
-                    report_step(callback, i * W + j + 1, H * W, x=x)
-            return x
+            return ancestral_sample(stepper, n, self.spec.shape, temperature, generator, given, self.device, callback)
+
+
+class PixelStepper:
+    """PixelCNN++ as a `common.Stepper`: one network pass per pixel (on rows 0..i rounded up to the
+    coarsest scale with `cache`), its mixture parameters kept while the pixel's channels are drawn."""
+
+    fills_caches = False
+
+    def __init__(self, model: PixelCNNPlusPlus, labels: Tensor | None, cache: bool) -> None:
+        self.model, self.labels, self.cache = model, labels, cache
+        self.scale = 2 ** (model.config.num_scales - 1)
+        self.at: tuple[int, int] | None = None
+
+    def start(self, x: Tensor) -> None:
+        self.x = x
+
+    def begin_row(self, i: int) -> None:
+        pass
+
+    def column(self, i: int, j: int) -> Tensor:
+        H = self.x.shape[2]
+        if self.at != (i, j):  # the parameters at (i, j) see only earlier pixels: one pass per pixel
+            rows = min(H, math.ceil((i + 1) / self.scale) * self.scale) if self.cache else H
+            self.params = self.model.params(self.x[:, :, :rows], self.labels)[:, :, i: i + 1, j: j + 1]
+            self.at = (i, j)
+        xp = self.x[:, :, i: i + 1, j: j + 1]
+        return torch.stack([self.model.conditional_log_probs(self.params, xp, c)[:, :, 0, 0]
+                            for c in range(self.model.spec.channels)], dim=2)
+
+    def set_level(self, i: int, j: int, c: int, level: Tensor) -> None:
+        pass

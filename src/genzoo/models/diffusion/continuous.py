@@ -21,9 +21,10 @@ from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import float32
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood
+from ..base import LogLikelihood
 from ..helpers import check_positive, check_range, eval_mode
 from .ode import change_of_variables
+from .reverse import DiffusionModel
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 
@@ -87,7 +88,7 @@ def build_unet(spec: DataSpec, config: UNetConfig, num_classes: int = 0) -> UNet
                 num_classes=num_classes)
 
 
-class ContinuousTimeModel(LikelihoodModel):
+class ContinuousTimeModel(DiffusionModel):
     """A likelihood model whose density is that of an ODE on dequantized data; holds `self.net`."""
 
     config: Any
@@ -97,9 +98,6 @@ class ContinuousTimeModel(LikelihoodModel):
     def bin_width(self) -> float:
         """Width of a level's bin in model space, 2/(K-1)."""
         return 2.0 / (self.spec.levels - 1)
-
-    def _dtype(self) -> torch.dtype:
-        return self.net.conv_in.weight.dtype
 
     def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Levels -> 2k/(K-1) - 1 + u, u ~ U(-w/2, w/2) with w the bin width."""

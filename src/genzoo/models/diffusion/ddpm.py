@@ -36,15 +36,16 @@ import torch
 from torch import Tensor
 
 from ...data.spec import DataSpec
-from ...data.transforms import from_centered, to_centered
+from ...data.transforms import to_centered
 from ...errors import GenzooError
 from ...functional import widen
 from ...nn.unet import UNet
-from ..base import LikelihoodModel, LogLikelihood, SampleStats
-from ..helpers import Callback, as_levels, check_choices, check_positive, check_range, check_strength, eval_mode
+from ..base import LogLikelihood
+from ..helpers import Callback, check_choices, check_positive, check_range, check_strength, eval_mode
 from . import samplers
 from .continuous import UNetFields
-from .process import GaussianDiffusion, Objective, Prediction, Schedule, Variance
+from .process import DiscreteReverse, GaussianDiffusion, Objective, Prediction, Schedule, Variance
+from .reverse import DiffusionModel
 from .schedules import make_betas
 
 
@@ -83,7 +84,7 @@ class DDPMConfig(UNetFields):
         check_positive(self.vlb_weight, "vlb_weight", allow_zero=True)
 
 
-class DDPM(LikelihoodModel):
+class DDPM(DiffusionModel):
     """Denoising diffusion probabilistic model (Ho et al. 2020), eps-prediction, L_simple."""
 
     name = "ddpm"
@@ -145,12 +146,6 @@ class DDPM(LikelihoodModel):
         return t.long().to(x.device)
 
     # -- training ------------------------------------------------------------------------------
-    def _dtype(self) -> torch.dtype:
-        """The network's floating dtype."""
-        for p in self.net.parameters():
-            return p.dtype
-        return torch.get_default_dtype()
-
     def to_model_space(self, x: Tensor) -> Tensor:
         """Levels (B, C, H, W) -> x_0 in [-1, 1], in the network's dtype."""
         return to_centered(x, self.spec.levels, dtype=self._dtype())
@@ -241,7 +236,16 @@ class DDPM(LikelihoodModel):
         generator = torch.Generator(device=self.device).manual_seed(0)
         return self.log_likelihood(x, generator=generator, stride=stride, labels=labels)
 
-    # -- sampling ------------------------------------------------------------------------------
+    # -- synthesis (reverse.py) ----------------------------------------------------------------
+    def reverse_process(self, labels: Tensor | None, guidance: float, clip: bool = True) -> DiscreteReverse:
+        """The process over the levels 0..T with the network given `labels` and `guidance`; `clip`
+        keeps the predicted x_0 in [-1, 1]."""
+        return DiscreteReverse(self.process, self.network(labels, guidance), clip,
+                               2 if labels is not None and guidance != 1.0 else 1, self.device, self._dtype())
+
+    def time_name(self, t: float) -> str:
+        return str(int(t) - 1)  # the 0-based step the level is reached by
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "ancestral",
                steps: Optional[int] = None, eta: float = 0.0, clip: bool = True, label: Optional[int] = None,
@@ -257,6 +261,11 @@ class DDPM(LikelihoodModel):
         spaced, heun and dpm-solver++ spaced in noise level by samplers.GRID_RHO). `clip` keeps the
         predicted x_0 in [-1, 1]. The final mean is rounded to the nearest level.
         """
+        self._check_sampling(sampler, steps, eta)
+        process = self.reverse_process(self.classes_to_draw(n, label, labels, guidance), guidance, clip)
+        return self._sample(process, n, sampler, steps, generator, callback, eta=eta)
+
+    def _check_sampling(self, sampler: str, steps: Optional[int], eta: float) -> None:
         T = self.process.timesteps
         samplers.check_sampler(sampler, samplers.DISCRETE)
         samplers.check_steps(steps, T)
@@ -264,37 +273,6 @@ class DDPM(LikelihoodModel):
             raise GenzooError(f"eta must be a non-negative number, got {eta!r}.")
         if sampler == "ancestral" and steps not in (None, T):
             raise GenzooError(f"the ancestral sampler takes all {T} steps; use sampler='ddim' for fewer.")
-        with eval_mode(self):
-            x0, nfe = samplers.discrete(self.process, self._guided(n, label, labels, guidance), sampler,
-                                        (n, *self.spec.shape), steps or min(50, T),
-                                        eta, generator, clip, self.device, self._dtype(),
-                                        as_levels(callback, self.spec.levels))
-        self._sample_stats = SampleStats(sampler, nfe * (2 if self.num_classes and guidance != 1.0 else 1))
-        return from_centered(x0, self.spec.levels)
-
-    def _guided(self, n: int, label: Optional[int], labels: Tensor | None, guidance: float) -> Callable:
-        """The network for sampling n images: unconditional, or given the classes asked for (with guidance)."""
-        return self.network(self.classes_to_draw(n, label, labels, guidance), guidance)
-
-    @torch.no_grad()
-    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
-                jump_length: int = 10, resamplings: int = 10, guidance: float = 1.0, clip: bool = True,
-                callback: Callback | None = None) -> Tensor:
-        """x completed where `known` is False by RePaint (Lugmayr et al. 2022, samplers.repaint): the
-        ancestral sampler with the known pixels drawn from q at every level, going back up
-        `jump_length` levels `resamplings` - 1 times at every jump point; resamplings = 1 is plain
-        replacement, the cheap baseline. Known pixels come back exactly as given."""
-        known = self.check_known(known, x)
-        for name, value in (("jump_length", jump_length), ("resamplings", resamplings)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.process.timesteps:
-                raise GenzooError(f"{name} must be an integer from 1 to {self.process.timesteps}, got {value!r}.")
-        with eval_mode(self):
-            y, nfe = samplers.repaint(self.process, self._guided(len(x), None, labels, guidance), self.to_model_space(x),
-                                      known, jump_length, resamplings, generator, clip,
-                                      as_levels(callback, self.spec.levels))
-        method = "replacement" if resamplings == 1 else f"repaint (jump {jump_length}, {resamplings} resamplings)"
-        self._sample_stats = SampleStats(method, nfe * (2 if self.num_classes and guidance != 1.0 else 1))
-        return torch.where(known, x, from_centered(y, self.spec.levels))
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "ancestral",
@@ -304,16 +282,6 @@ class DDPM(LikelihoodModel):
         ODE samplers over `steps` of those t0 + 1 steps, default 50); strength 0 returns x itself."""
         if check_strength(strength) == 0:
             return x.clone()
-        samplers.check_sampler(sampler, samplers.DISCRETE)
-        samplers.check_steps(steps, self.process.timesteps)
-        t0 = round(strength * (self.process.timesteps - 1))
-        v = self.to_model_space(x)
-        eps = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        with eval_mode(self):
-            y, nfe = samplers.discrete(self.process, self._guided(len(x), None, labels, guidance), sampler, tuple(x.shape),
-                                       steps or 50, eta, generator, clip,
-                                       self.device, v.dtype, as_levels(callback, self.spec.levels),
-                                       start=(self.process.q_sample(v, torch.full((len(x),), t0, device=v.device), eps), t0))
-        per_step = 2 if self.num_classes and guidance != 1.0 else 1
-        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t0}", nfe * per_step)
-        return from_centered(y, self.spec.levels)
+        self._check_sampling(sampler, None if sampler == "ancestral" else steps, eta)
+        process = self.reverse_process(self.classes_to_draw(len(x), None, labels, guidance), guidance, clip)
+        return self._edit(process, x, strength, sampler, steps, generator, callback, eta=eta)

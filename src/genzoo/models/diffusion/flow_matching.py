@@ -19,20 +19,19 @@ training (the null class); sampling uses v_u + w (v_c - v_u), w = `guidance`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ...data.spec import DataSpec
-from ...data.transforms import from_centered, to_centered
-from ...errors import GenzooError
 from ...functional import standard_normal_log_prob, widen
-from ..base import LogLikelihood, SampleStats
-from ..helpers import Callback, as_levels, check_positive, check_strength, eval_mode, report_step
+from ..base import LogLikelihood
+from ..helpers import Callback, check_positive, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import rk45
-from .samplers import check_sampler, check_steps, dpm_solver_pp_2m, euler, heun
+from .reverse import GaussianPath
+from .samplers import Sampled, check_steps, dpm_solver_pp_2m, euler, heun
 
 FM_SAMPLERS = ("heun", "euler", "dpm-solver++", "ode")
 
@@ -102,6 +101,11 @@ class FlowMatching(ContinuousTimeModel):
         return self.ode_bound(x, field, 1.0, 0.0, standard_normal_log_prob, generator, divergence, method, steps,
                               rtol, atol)
 
+    # -- synthesis (reverse.py) ----------------------------------------------------------------
+    def reverse_process(self, labels: Tensor | None, guidance: float) -> LinearReverse:
+        """The linear path (noise at t = 0, data at 1) with the velocity given `labels` and `guidance`."""
+        return LinearReverse(self, labels, guidance)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "heun",
                steps: Optional[int] = None, label: Optional[int] = None, guidance: float = 1.0,
@@ -116,13 +120,9 @@ class FlowMatching(ContinuousTimeModel):
         `callback` sees x_t and the predicted data x_1 = x_t + (1 - t) v, as levels, at every network
         evaluation (`as_levels`).
         """
-        check_sampler(sampler, FM_SAMPLERS)
         check_steps(steps)
-        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool):
-            raise GenzooError(f"guidance must be a number, got {guidance!r}.")
-        labels = self.classes_to_draw(n, label, labels, guidance)
-        x0 = torch.randn((n, *self.spec.shape), generator=generator, device=self.device, dtype=self._dtype())
-        return self._integrate(x0, 0.0, sampler, steps, labels, guidance, rtol, atol, callback)
+        process = self.reverse_process(self.classes_to_draw(n, label, labels, guidance), guidance)
+        return self._sample(process, n, sampler, steps, generator, callback, rtol=rtol, atol=atol)
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "heun",
@@ -130,43 +130,59 @@ class FlowMatching(ContinuousTimeModel):
              labels: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """SDEdit on the linear path: x_s = (1 - s) z + s x at s = 1 - strength, z ~ N(0, I), then the ODE
         from s to 1 by `sampler` on `steps` equal steps (default sample_steps); strength 0 returns x."""
-        if check_strength(strength) == 0:
-            return x.clone()
-        check_sampler(sampler, FM_SAMPLERS)
         check_steps(steps)
-        labels = self.classes_to_draw(len(x), label, labels, guidance)
-        s = 1.0 - strength
-        data = to_centered(x, self.spec.levels, self._dtype())
-        z = torch.randn(data.shape, generator=generator, device=data.device, dtype=data.dtype)
-        out = self._integrate((1 - s) * z + s * data, s, sampler, steps, labels, guidance,
-                              1e-5, 1e-5, callback)
-        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {s:.3g}", self._sample_stats.nfe)
-        return out
+        process = self.reverse_process(self.classes_to_draw(len(x), label, labels, guidance), guidance)
+        return self._edit(process, x, strength, sampler, steps, generator, callback)
 
-    def _integrate(self, x0: Tensor, t_start: float, sampler: str, steps: Optional[int], labels: Tensor | None,
-                   guidance: float, rtol: float, atol: float, callback: Callback | None) -> Tensor:
-        """The flow's ODE dx/dt = v(x, t) from x0 at t_start to t = 1 by `sampler`, as levels."""
-        n, shape = len(x0), tuple(x0.shape)
-        per_call = 2 if labels is not None and guidance != 1.0 else 1
-        t = torch.linspace(t_start, 1.0, (steps or self.config.sample_steps) + 1, dtype=torch.float64).tolist()
-        with eval_mode(self):
-            planned = {"euler": len(t) - 1, "heun": 2 * (len(t) - 1), "dpm-solver++": len(t) - 1}.get(sampler)
-            watch, evaluations = as_levels(callback, self.spec.levels), 0
 
-            def v_at(x: Tensor, ti: float) -> Tensor:
-                nonlocal evaluations
-                v = self.velocity(x, torch.full((n,), ti, dtype=x.dtype, device=x.device), labels, guidance)
-                evaluations += 1
-                report_step(watch, evaluations, planned, x=x, x0=x + (1 - ti) * v)
-                return v
+class LinearReverse(GaussianPath):
+    """flow-matching's process as a `reverse.ReverseProcess`: x_t = t x_1 + (1 - t) z (alpha = t,
+    sigma = 1 - t), noise at t = 0, data at t = 1; D(x, t) = x + (1 - t) v_theta(x, t)."""
 
-            if sampler == "ode":
-                y, nfe = rk45(lambda ti, y: v_at(y.view(shape), ti).flatten(1), x0.flatten(1), t_start, 1.0, rtol, atol)
-                y = y.view(shape)
-            elif sampler == "dpm-solver++":
-                y, nfe = dpm_solver_pp_2m(lambda x, i: x + (1 - t[i]) * v_at(x, t[i]), x0, t, [1 - ti for ti in t])
-            else:
-                solve = euler if sampler == "euler" else heun
-                y, nfe = solve(lambda x, i: v_at(x, t[i]), x0, t)
-        self._sample_stats = SampleStats(sampler, nfe * per_call)
-        return from_centered(y, self.spec.levels)
+    samplers = FM_SAMPLERS
+    top = 0.0
+
+    def __init__(self, model: FlowMatching, labels: Tensor | None, guidance: float) -> None:
+        self.model, self.labels, self.guidance = model, labels, guidance
+        self.evaluations = 2 if labels is not None and guidance != 1.0 else 1
+
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        return t, 1.0 - t
+
+    def velocity(self, x: Tensor, t: float) -> Tensor:
+        return self.model.velocity(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device), self.labels,
+                                   self.guidance)
+
+    def denoise(self, x: Tensor, t: float) -> Tensor:
+        return x + (1 - t) * self.velocity(x, t)
+
+    def prior(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
+        return torch.randn(tuple(shape), generator=generator, device=self.model.device, dtype=self.model._dtype())
+
+    def ladder(self, steps: int | None) -> list[float]:
+        return torch.linspace(0.0, 1.0, (steps or self.model.config.sample_steps) + 1, dtype=torch.float64).tolist()
+
+    def strength_time(self, strength: float) -> float:
+        return 1.0 - strength
+
+    def run(self, sampler: str, x: Tensor, t: float, steps: int | None, generator: torch.Generator | None,
+            callback: Callback | None, rtol: float = 1e-5, atol: float = 1e-5) -> Sampled:
+        """The flow's ODE dx/dt = v(x, t) from x at t to t = 1 by `sampler` (see FlowMatching.sample)."""
+        grid = torch.linspace(t, 1.0, (steps or self.model.config.sample_steps) + 1, dtype=torch.float64).tolist()
+        planned = {"euler": len(grid) - 1, "heun": 2 * (len(grid) - 1), "dpm-solver++": len(grid) - 1}.get(sampler)
+        evaluations = 0
+
+        def v_at(y: Tensor, ti: float) -> Tensor:
+            nonlocal evaluations
+            v = self.velocity(y, ti)
+            evaluations += 1
+            report_step(callback, evaluations, planned, x=y, x0=y + (1 - ti) * v)
+            return v
+
+        if sampler == "ode":
+            shape = tuple(x.shape)
+            y, nfe = rk45(lambda ti, y: v_at(y.view(shape), ti).flatten(1), x.flatten(1), t, 1.0, rtol, atol)
+            return y.view(shape), nfe
+        if sampler == "dpm-solver++":
+            return dpm_solver_pp_2m(lambda y, i: y + (1 - grid[i]) * v_at(y, grid[i]), x, grid, [1 - ti for ti in grid])
+        return (euler if sampler == "euler" else heun)(lambda y, i: v_at(y, grid[i]), x, grid)

@@ -2,17 +2,22 @@
 posterior q(x_t-1 | x_t, x_0), and the reverse process p(x_t-1 | x_t) of DDPM and Sohl-Dickstein 2015
 (its mean from eps, or from a categorical over the data's levels; its variance fixed or learned).
 The equations are those of genzoo.models.diffusion.ddpm's docstring; the samplers (samplers.py) and
-the models take the process as it is.
+the models take the process as it is, and `DiscreteReverse` is it as the one reverse-process
+interface of reverse.py.
 """
 from __future__ import annotations
 
 import typing
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ...errors import GenzooError
 from ...functional import widen
+from ..helpers import Callback
+from .reverse import draw
+from .samplers import DISCRETE, Sampled, discrete
 from .schedules import (
     alpha_bar_of,
     clipped_log,
@@ -138,3 +143,52 @@ class GaussianDiffusion(nn.Module):
         kl = normal_kl(true_mean, true_log_var, mean, pred["log_var"]).flatten(1).sum(1)
         nll = -discretized_gaussian_log_likelihood(x0, mean, pred["log_var"], self.levels).flatten(1).sum(1)
         return torch.where(t == 0, nll, kl), pred
+
+
+class DiscreteReverse:
+    """The discrete-time process as a `reverse.ReverseProcess`: times are the levels 0..T (level L the
+    state after L forward steps, 0-based step L - 1), `reverse` the model's own p(x_L-1 | x_L) (its
+    variance fixed or learned, no noise into level 0), `renoise` one forward step
+    q(x_L+1 | x_L) = N(sqrt(1 - beta) x_L, beta I) at a time, `run` any sampler of samplers.DISCRETE."""
+
+    samplers = DISCRETE
+
+    def __init__(self, process: GaussianDiffusion, net: Callable[[Tensor, Tensor], Tensor], clip: bool,
+                 evaluations: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.process, self.net, self.clip, self.evaluations = process, net, clip, evaluations
+        self.device, self.dtype = device, dtype
+        self.top = float(process.timesteps)
+
+    def _steps(self, level: float, x: Tensor) -> Tensor:
+        return torch.full((len(x),), int(level) - 1, dtype=torch.long, device=x.device)
+
+    def prior(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
+        return torch.randn(tuple(shape), generator=generator, device=self.device, dtype=self.dtype)
+
+    def noised(self, x0: Tensor, t: float, generator: torch.Generator | None) -> Tensor:
+        return x0 if t == 0 else self.process.q_sample(x0, self._steps(t, x0), draw(x0, generator))
+
+    def renoise(self, x: Tensor, s: float, t: float, generator: torch.Generator | None) -> Tensor:
+        for level in range(int(s), int(t)):
+            beta = self.process.betas[level].to(x.dtype)
+            x = (1 - beta).sqrt() * x + beta.sqrt() * draw(x, generator)
+        return x
+
+    def reverse(self, x: Tensor, t: float, s: float, generator: torch.Generator | None) -> Tensor:
+        assert s == t - 1, "the discrete process steps down one level at a time"
+        pred = self.process.p_mean_variance(self.net, x, self._steps(t, x), clip=self.clip)
+        return pred["mean"] + torch.exp(0.5 * pred["log_var"]) * draw(x, generator) if s > 0 else pred["mean"]
+
+    def ladder(self, steps: int | None) -> list[float]:
+        T = self.process.timesteps
+        if steps not in (None, T):
+            raise GenzooError(f"a discrete-time model inpaints over all {T} steps; leave steps unset.")
+        return [float(level) for level in range(T, -1, -1)]
+
+    def strength_time(self, strength: float) -> float:
+        return float(round(strength * (self.process.timesteps - 1)) + 1)
+
+    def run(self, sampler: str, x: Tensor, t: float, steps: int | None, generator: torch.Generator | None,
+            callback: Callback | None, eta: float = 0.0) -> Sampled:
+        return discrete(self.process, self.net, sampler, tuple(x.shape), steps or 50, eta, generator, self.clip,
+                        x.device, x.dtype, callback, start=(x, int(t) - 1))

@@ -327,28 +327,3 @@ def repaint_levels(timesteps: int, jump_length: int, resamplings: int) -> list[i
                 level += 1
                 out.append(level)
     return out
-
-
-@torch.no_grad()
-def repaint(process, net: Net, x0: Tensor, known: Tensor, jump_length: int = 10, resamplings: int = 10,
-            generator: torch.Generator | None = None, clip: bool = True, callback: Callback | None = None) -> Sampled:
-    """RePaint: the reverse process in which, at every level, the known pixels are replaced by a draw of
-    q(x_L | x_0) of the given image and the unknown ones come from p(x_L | x_L+1); going back up a level
-    draws x_L+1 ~ q(x_L+1 | x_L), so that the unknown pixels are harmonised with the known ones. x0
-    holds the given image in model space; returns x at level 0 and the network evaluations."""
-    levels = repaint_levels(process.timesteps, jump_length, resamplings)
-    x, nfe = _noise(x0.shape, generator, x0.device, x0.dtype), 0
-    for step, (here, there) in enumerate(zip(levels, levels[1:])):
-        if there < here:  # one reverse step, level `here` (0-based step here - 1) to `there`
-            tt = torch.full((len(x),), here - 1, dtype=torch.long, device=x.device)
-            pred = process.p_mean_variance(net, x, tt, clip=clip)
-            nfe += 1
-            x = pred["mean"] + (torch.exp(0.5 * pred["log_var"]) * _noise(x.shape, generator, x.device, x.dtype)
-                                if there > 0 else 0)
-            given = x0 if there == 0 else process.q_sample(x0, tt - 1, _noise(x.shape, generator, x.device, x.dtype))
-            x = torch.where(known, given, x)
-        else:  # back up one level: x_there ~ N(sqrt(1 - beta) x_here, beta I)
-            beta = process.betas[here].to(x.dtype)
-            x = (1 - beta).sqrt() * x + beta.sqrt() * _noise(x.shape, generator, x.device, x.dtype)
-        report_step(callback, step + 1, len(levels) - 1, x=x)
-    return x, nfe

@@ -19,20 +19,20 @@ The integrators (fixed-step RK4, adaptive Dormand-Prince RK45) and the divergenc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from ...data.spec import DataSpec
-from ...data.transforms import from_centered, to_centered
 from ...errors import GenzooError
 from ...functional import widen
-from ..base import LogLikelihood, SampleStats
-from ..helpers import Callback, as_levels, check_choices, check_positive, check_range, check_strength, eval_mode, report_step
+from ..base import LogLikelihood
+from ..helpers import Callback, check_choices, check_positive, check_range, report_step
 from .continuous import ContinuousTimeModel, UNetConfig, build_unet
 from .ode import METHODS
-from .samplers import GRID_RHO, check_sampler, check_steps, gaussian_path, reporting, sigma_times
+from .reverse import GaussianPath
+from .samplers import GRID_RHO, Sampled, check_steps, gaussian_path, reporting, sigma_times
 from .sde_process import SDE, VESDE, VPSDE, as_column, ode_sample, pc_sample, probability_flow
 
 SDE_SAMPLERS = ("pc", "em", "ode", "euler", "heun", "dpm-solver++")
@@ -127,18 +127,10 @@ class ScoreSDE(ContinuousTimeModel):
         return self.ode_bound(x, field, self.config.t_min, 1.0, self.sde.prior_log_prob, generator, divergence,
                               method, steps, rtol, atol)
 
-    def _sigma(self, t: Tensor) -> Tensor:
-        """The noise level s(t) / m(t) of Karras et al. 2022 (rising in t)."""
-        m, s = self.sde.marginal(t)
-        return s / m
-
-    def _x0_pred(self, t: Tensor, labels: Tensor | None, guidance: float) -> Callable[[Tensor, int], Tensor]:
-        """x0_fn(x, i) = (x - s eps_theta(x, t_i)) / m at t_i = t[i], for the samplers."""
-        def x0_fn(x: Tensor, i: int) -> Tensor:
-            tt = torch.full((x.shape[0],), float(t[i]), dtype=x.dtype, device=x.device)
-            m, s = self.sde.marginal(tt)
-            return (x - as_column(s, x) * self.eps_pred(x, tt, labels, guidance)) / as_column(m, x)
-        return x0_fn
+    # -- synthesis (reverse.py) ----------------------------------------------------------------
+    def reverse_process(self, labels: Tensor | None, guidance: float) -> SDEReverse:
+        """The process in SDE time (data at 0, prior at 1) with the score given `labels` and `guidance`."""
+        return SDEReverse(self, labels, guidance)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str = "pc", steps: Optional[int] = None,
@@ -156,7 +148,12 @@ class ScoreSDE(ContinuousTimeModel):
         `callback` sees x_t, as levels, at every network evaluation (with the x_0 prediction on the
         Gaussian-path samplers).
         """
-        check_sampler(sampler, SDE_SAMPLERS)
+        options = self._sampling_options(steps, snr, corrector_steps, method, rtol, atol)
+        process = self.reverse_process(self.classes_to_draw(n, label, labels, guidance), guidance)
+        return self._sample(process, n, sampler, steps, generator, callback, **options)
+
+    def _sampling_options(self, steps: Optional[int], snr: float, corrector_steps: int, method: str, rtol: float,
+                          atol: float) -> dict[str, Any]:
         check_steps(steps)
         if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
             raise GenzooError(f"corrector_steps must be a non-negative integer, got {corrector_steps!r}.")
@@ -164,58 +161,87 @@ class ScoreSDE(ContinuousTimeModel):
             raise GenzooError(f"snr must be a positive number, got {snr!r}.")
         if method not in METHODS:
             raise GenzooError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-        shape = (n, *self.spec.shape)
-        kwargs = dict(generator=generator, device=self.device, dtype=self._dtype())
-        watch, evaluations = as_levels(callback, self.spec.levels), 0
-        labels = self.classes_to_draw(n, label, labels, guidance)
-
-        def score(x: Tensor, t: Tensor) -> Tensor:
-            nonlocal evaluations
-            evaluations += 1
-            report_step(watch, evaluations, None, x=x)
-            return self.score(x, t, labels, guidance)
-
-        with eval_mode(self):
-            if sampler == "ode":
-                y, nfe = ode_sample(self.sde, score, shape, self.config.sample_eps, method, steps or 100, rtol,
-                                    atol, **kwargs)
-            elif sampler in ("pc", "em"):
-                y, nfe = pc_sample(self.sde, score, shape, steps or self.config.sample_steps, self.config.sample_eps,
-                                   snr, corrector_steps if sampler == "pc" else 0, **kwargs)
-            else:
-                x1 = torch.randn(shape, **kwargs) * self.sde.prior_std()
-                y, nfe = self._gaussian_path(x1, 1.0, sampler, steps, watch, labels, guidance)
-        self._sample_stats = SampleStats(sampler, nfe * (2 if labels is not None and guidance != 1.0 else 1))
-        return from_centered(y, self.spec.levels)
-
-    def _gaussian_path(self, x: Tensor, t_max: float, sampler: str, steps: Optional[int], watch: Callback | None,
-                       labels: Tensor | None, guidance: float) -> tuple[Tensor, int]:
-        """The probability-flow ODE from x at time t_max down to sample_eps by euler, heun or dpm-solver++
-        on `steps` times (default 50), then the x_0 prediction there."""
-        t = torch.linspace(t_max, self.config.sample_eps, steps or 50, dtype=torch.float64)
-        if sampler in GRID_RHO:
-            t = sigma_times(self._sigma, t_max, self.config.sample_eps, steps or 50, GRID_RHO[sampler])
-        m, s = self.sde.marginal(t)
-        return gaussian_path(sampler, reporting(self._x0_pred(t, labels, guidance), watch, None), x,
-                             m.tolist() + [1.0], s.tolist() + [0.0])
+        return dict(snr=snr, corrector_steps=corrector_steps, method=method, rtol=rtol, atol=atol)
 
     @torch.no_grad()
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, sampler: str = "heun",
-             steps: Optional[int] = None, labels: Tensor | None = None, guidance: float = 1.0,
+             steps: Optional[int] = None, snr: float = 0.16, corrector_steps: int = 1, method: str = "rk45",
+             rtol: float = 1e-5, atol: float = 1e-5, labels: Tensor | None = None, guidance: float = 1.0,
              callback: Callback | None = None) -> Tensor:
-        """SDEdit: x_t = m(t) x + s(t) z at t = strength (the SDE's own time), then the probability-flow ODE
-        back to sample_eps by euler, heun or dpm-solver++ (`steps`, default 50); strength 0 returns x."""
-        if check_strength(strength) == 0:
-            return x.clone()
-        check_sampler(sampler, ("euler", "heun", "dpm-solver++"))
-        check_steps(steps)
-        t_max = max(strength, 2 * self.config.sample_eps)
-        v = to_centered(x, self.spec.levels, self._dtype())
-        m, s = self.sde.marginal(torch.tensor([t_max], dtype=torch.float64))
-        z = torch.randn(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-        with eval_mode(self):
-            y, nfe = self._gaussian_path(float(m) * v + float(s) * z, t_max, sampler, steps,
-                                         as_levels(callback, self.spec.levels),
-                                         self.classes_to_draw(len(x), None, labels, guidance), guidance)
-        self._sample_stats = SampleStats(f"sdedit {sampler} from t = {t_max:.3g}", nfe)
-        return from_centered(y, self.spec.levels)
+        """SDEdit: x_t = m(t) x + s(t) z at t = strength (the SDE's own time, at least 2 sample_eps), then
+        `sampler` back to sample_eps (the options as for `sample`); strength 0 returns x."""
+        options = self._sampling_options(steps, snr, corrector_steps, method, rtol, atol)
+        process = self.reverse_process(self.classes_to_draw(len(x), None, labels, guidance), guidance)
+        return self._edit(process, x, strength, sampler, steps, generator, callback, **options)
+
+
+class SDEReverse(GaussianPath):
+    """score-sde's process as a `reverse.ReverseProcess`: x_t = m(t) x_0 + s(t) eps, the data at t = 0,
+    the prior N(0, prior_std^2 I) at t = 1; D(x, t) = (x - s eps_theta(x, t)) / m."""
+
+    samplers = SDE_SAMPLERS
+    top = 1.0
+
+    def __init__(self, model: ScoreSDE, labels: Tensor | None, guidance: float) -> None:
+        self.model, self.sde, self.labels, self.guidance = model, model.sde, labels, guidance
+        self.eps = model.config.sample_eps
+        self.evaluations = 2 if labels is not None and guidance != 1.0 else 1
+
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        if t == 0:
+            return 1.0, 0.0
+        m, s = self.sde.marginal(torch.tensor([t], dtype=torch.float64))
+        return float(m), float(s)
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.model.score(x, t, self.labels, self.guidance)
+
+    def denoise(self, x: Tensor, t: float) -> Tensor:
+        return self._x0_pred(torch.tensor([t], dtype=torch.float64))(x, 0)
+
+    def prior(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
+        noise = torch.randn(tuple(shape), generator=generator, device=self.model.device, dtype=self.model._dtype())
+        return noise * self.sde.prior_std()
+
+    def ladder(self, steps: int | None) -> list[float]:
+        return torch.linspace(1.0, self.eps, steps or self.model.config.sample_steps).tolist() + [0.0]
+
+    def strength_time(self, strength: float) -> float:
+        return max(strength, 2 * self.eps)
+
+    def run(self, sampler: str, x: Tensor, t: float, steps: int | None, generator: torch.Generator | None,
+            callback: Callback | None, snr: float = 0.16, corrector_steps: int = 1, method: str = "rk45",
+            rtol: float = 1e-5, atol: float = 1e-5) -> Sampled:
+        """`sampler` from x at t to the data (see ScoreSDE.sample)."""
+        if sampler in ("euler", "heun", "dpm-solver++"):
+            times = torch.linspace(t, self.eps, steps or 50, dtype=torch.float64)
+            if sampler in GRID_RHO:
+                times = sigma_times(self._sigma, t, self.eps, steps or 50, GRID_RHO[sampler])
+            m, s = self.sde.marginal(times)
+            return gaussian_path(sampler, reporting(self._x0_pred(times), callback, None), x,
+                                 m.tolist() + [1.0], s.tolist() + [0.0])
+        evaluations = 0
+
+        def score(y: Tensor, tt: Tensor) -> Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            report_step(callback, evaluations, None, x=y)
+            return self.score(y, tt)
+
+        if sampler == "ode":
+            return ode_sample(self.sde, score, x, self.eps, method, steps or 100, rtol, atol, t_max=t)
+        return pc_sample(self.sde, score, x, steps or self.model.config.sample_steps, self.eps, snr,
+                         corrector_steps if sampler == "pc" else 0, generator, t_max=t)
+
+    def _sigma(self, t: Tensor) -> Tensor:
+        """The noise level s(t) / m(t) of Karras et al. 2022 (rising in t)."""
+        m, s = self.sde.marginal(t)
+        return s / m
+
+    def _x0_pred(self, t: Tensor) -> Callable[[Tensor, int], Tensor]:
+        """x0_fn(x, i) = (x - s eps_theta(x, t_i)) / m at t_i = t[i], for the samplers."""
+        def x0_fn(x: Tensor, i: int) -> Tensor:
+            tt = torch.full((x.shape[0],), float(t[i]), dtype=x.dtype, device=x.device)
+            m, s = self.sde.marginal(tt)
+            return (x - as_column(s, x) * self.model.eps_pred(x, tt, self.labels, self.guidance)) / as_column(m, x)
+        return x0_fn

@@ -106,10 +106,9 @@ def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: Tensor, t0: float = 1e-5,
 
 
 @torch.no_grad()
-def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, eps: float = 1e-3,
-              snr: float = 0.16, corrector_steps: int = 1, generator: torch.Generator | None = None,
-              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
-    """(x, NFE): predictor-corrector sampling from x(1) ~ prior on the grid t_i = linspace(1, eps, steps).
+def pc_sample(sde: SDE, score_fn: ScoreFn, x: Tensor, steps: int, eps: float = 1e-3, snr: float = 0.16,
+              corrector_steps: int = 1, generator: torch.Generator | None = None, t_max: float = 1.0) -> tuple[Tensor, int]:
+    """(x, NFE): predictor-corrector sampling from x at t_max (x(1) ~ prior) on the grid t_i = linspace(t_max, eps, steps).
 
     Corrector (Langevin, Song et al. algorithm 4-5), corrector_steps times: x += a s + sqrt(2a) z with
     a = 2 alpha (snr ||z|| / ||s||)^2, norms averaged over the batch, alpha = exp(-beta(t) dt) for VP
@@ -117,10 +116,9 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, e
     Predictor (reverse-time Euler-Maruyama): x_mean = x - [f - g^2 s] dt, x = x_mean + g sqrt(dt) z.
     The last step returns x_mean (no noise). corrector_steps = 0 is plain Euler-Maruyama.
     """
-    n = shape[0]
-    x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sde.prior_std()
-    ts = torch.linspace(1.0, eps, steps, dtype=torch.float64)
-    dt = (1.0 - eps) / steps
+    n, shape, device, dtype = len(x), tuple(x.shape), x.device, x.dtype
+    ts = torch.linspace(t_max, eps, steps, dtype=torch.float64)
+    dt = (t_max - eps) / steps
     for i in tqdm(range(steps), desc="pc", leave=False, disable=None):
         t = torch.full((n,), float(ts[i]), device=device, dtype=dtype)
         for _ in range(corrector_steps):
@@ -141,21 +139,19 @@ def pc_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], steps: int, e
 
 
 @torch.no_grad()
-def ode_sample(sde: SDE, score_fn: ScoreFn, shape: tuple[int, ...], eps: float = 1e-3, method: str = "rk45",
-               steps: int = 100, rtol: float = 1e-5, atol: float = 1e-5, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, int]:
-    """(x, NFE): x(1) ~ prior, then the probability-flow ODE from t = 1 back to t = eps (deterministic given x(1))."""
-    n = shape[0]
-    x1 = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sde.prior_std()
+def ode_sample(sde: SDE, score_fn: ScoreFn, x: Tensor, eps: float = 1e-3, method: str = "rk45", steps: int = 100,
+               rtol: float = 1e-5, atol: float = 1e-5, t_max: float = 1.0) -> tuple[Tensor, int]:
+    """(x, NFE): the probability-flow ODE from x at t_max (x(1) ~ prior) back to t = eps (deterministic given x)."""
+    n, shape, device, dtype = len(x), tuple(x.shape), x.device, x.dtype
 
     def f(t: float, y: Tensor) -> Tensor:
         tt = torch.full((n,), t, device=device, dtype=dtype)
         return probability_flow(sde, score_fn, y.view(shape), tt).flatten(1)
 
     if method == "rk4":
-        y, nfe = rk4(f, x1.flatten(1), 1.0, eps, steps)
+        y, nfe = rk4(f, x.flatten(1), t_max, eps, steps)
     else:
-        y, nfe = rk45(f, x1.flatten(1), 1.0, eps, rtol, atol)
+        y, nfe = rk45(f, x.flatten(1), t_max, eps, rtol, atol)
     return y.view(shape), nfe
 
 
