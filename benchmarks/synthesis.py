@@ -11,6 +11,10 @@
 - with `--parts flow-matching`, flow-matching --num-classes 10 at guidance 0, 1, 2, 4 (heun, 25 steps);
 - with `--parts diffusion`, ddpm --num-classes 10: guided samples at guidance 0, 1, 2, 4 (classified as
   asked, Frechet distance, precision, recall), RePaint against replacement, its generative classifier;
+- with `--parts families`, every other family that generates, each --num-classes 10 with its defaults
+  (pixelcnn, pixelcnn++, vae, realnvp, glow, vqvae, sohl-dickstein, score-sde): samples classified as
+  asked, the generative classifier of the likelihood models with a cheap likelihood (exact or one-pass
+  bounds), and RePaint against replacement for score-sde and flow-matching (top half given);
 - seconds and network passes of every task.
 
     OMP_NUM_THREADS=1 python3 benchmarks/synthesis.py [--runs DIR] [--n 300] [--sweeps 20] [--parts autoregressive,diffusion]
@@ -73,7 +77,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=300, help="test digits to inpaint and samples per class test")
     p.add_argument("--sweeps", type=int, default=20)
     p.add_argument("--parts", default="autoregressive", help="comma-separated: autoregressive, diffusion "
-                   "(ddpm --num-classes 10: guidance, RePaint, its generative classifier), flow-matching (guidance)")
+                   "(ddpm --num-classes 10: guidance, RePaint, its generative classifier), flow-matching (guidance), "
+                   "families (every other conditional family)")
     args = p.parse_args()
     torch.set_num_threads(1)
     runs = Path(args.runs or tempfile.mkdtemp())
@@ -90,6 +95,8 @@ def main() -> None:
     if "flow-matching" in parts:
         model = trained("flow-matching", runs / "flow-matching-classes", num_classes=10)
         result["flow_matching_guidance"] = guidance_sweep(model, test, classifier, args.n, {"sampler": "heun"})
+    if "families" in parts:
+        result["families"] = families(runs, test, classifier, args.n)
     result["machine"] = machine()
     emit(result)
 
@@ -153,6 +160,46 @@ def diffusion(runs: Path, test, classifier, n: int) -> dict:
     out["generative_classifier"] = {**generative_classifier(model, test, stride=20),
                                     "seconds": round(time.perf_counter() - t0, 2),
                                     "note": "the classifier of the bounds (50 of the 1000 terms per image)"}
+    return out
+
+
+# the families whose generative classifier is cheap here: one likelihood pass per class (exact or one-sample bound)
+CHEAP_LIKELIHOOD = ("pixelcnn", "pixelcnn++", "vae", "realnvp", "glow", "vqvae")
+
+
+def families(runs: Path, test, classifier, n: int) -> dict:
+    """Each family --num-classes 10 with its defaults: classes asked for, generative classifier, and
+    for the continuous-time models RePaint (jump 10, 5 resamplings over 100 rungs) against replacement."""
+    out: dict = {}
+    labels = torch.arange(n) % 10
+    for name in (*CHEAP_LIKELIHOOD, "sohl-dickstein", "score-sde", "flow-matching"):
+        t0 = time.perf_counter()
+        model = trained(name, runs / f"{name}-classes", num_classes=10)
+        row: dict = {"train_seconds": round(time.perf_counter() - t0, 1)}
+        t0 = time.perf_counter()
+        options = {"sampler": "ddim", "steps": 50} if name == "sohl-dickstein" else {}
+        drawn = model.sample(n, generator=torch.Generator().manual_seed(0), labels=labels, **options)
+        stats = model.sample_stats()
+        row["samples"] = {"classified_as_asked": agreement(classifier, drawn, labels),
+                          "fd": sample_quality(drawn, test.x, data="digits")["fd"],
+                          "method": stats.sampler if stats else "ancestral", "nfe": stats.nfe if stats else None,
+                          "seconds": round(time.perf_counter() - t0, 2)}
+        if name in CHEAP_LIKELIHOOD:
+            t0 = time.perf_counter()
+            row["generative_classifier"] = {**genzoo.evaluate.generative_classifier(model, test),
+                                            "seconds": round(time.perf_counter() - t0, 2)}
+        if name in ("score-sde", "flow-matching"):
+            known = known_mask("bottom", model.spec, len(test))
+            for method, resamplings in (("replacement", 1), ("repaint", 5)):
+                t0 = time.perf_counter()
+                done = model.inpaint(test.x, known, generator=torch.Generator().manual_seed(0), labels=test.labels,
+                                     jump_length=10, resamplings=resamplings, steps=100)
+                row[f"inpainting_{method}"] = {"classifier_agreement": agreement(classifier, done, test.labels),
+                                               "fd": sample_quality(done, test.x, data="digits")["fd"],
+                                               "nfe": model.sample_stats().nfe,
+                                               "seconds": round(time.perf_counter() - t0, 2)}
+        out[name] = row
+        log(name, row)
     return out
 
 

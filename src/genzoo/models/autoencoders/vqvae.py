@@ -171,8 +171,9 @@ class VQModel(LikelihoodModel):
 
     A subclass defines `code_levels` (names of its code levels), `quantizers` (one per level),
     `_forward(v, update) -> (logits, [Quantized])`, `_decode(codes) -> logits`, the priors
-    `_prior_log_probs(codes) -> [nats (B,)]`, `_sample_codes(n, T, generator) -> codes` and
-    `prior_modules` (what the "prior" stage trains). Codes are lists, one (B, h, w) per level.
+    `_prior_log_probs(codes, labels) -> [nats (B,)]`, `_sample_codes(n, T, generator, labels) -> codes`
+    (labels (B,) for a class-conditional model, else None) and `prior_modules` (what the "prior"
+    stage trains). Codes are lists, one (B, h, w) per level.
     """
 
     stages: ClassVar[tuple[str, ...]] = STAGES
@@ -203,11 +204,11 @@ class VQModel(LikelihoodModel):
     def _decode(self, codes: list[Tensor]) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:  # pragma: no cover
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None = None) -> list[Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
-                      labels: Tensor | None) -> list[Tensor]:  # pragma: no cover
+                      labels: Tensor | None = None) -> list[Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     # -- stages -------------------------------------------------------------------------------
@@ -355,11 +356,11 @@ class VQVAE(VQModel):
     def _decode(self, codes: list[Tensor]) -> Tensor:
         return self._logits_view(self.decoder(self.quantizers[0].lookup(codes[0])))
 
-    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None = None) -> list[Tensor]:
         return [self.prior.log_likelihood(codes[0][:, None], labels).nats]
 
     def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
-                      labels: Tensor | None) -> list[Tensor]:
+                      labels: Tensor | None = None) -> list[Tensor]:
         return [self.prior.sample(n, generator, temperature=temperature, labels=labels)[:, 0]]
 
     def encode(self, x: Tensor) -> Tensor:

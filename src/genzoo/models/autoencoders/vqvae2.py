@@ -94,12 +94,12 @@ class VQVAE2(VQVAE):
         top, bottom = codes
         return self._decode_vectors(self.quantizers[0].lookup(top), self.quantizers[1].lookup(bottom))
 
-    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None) -> list[Tensor]:
+    def _prior_log_probs(self, codes: list[Tensor], labels: Tensor | None = None) -> list[Tensor]:
         top, bottom = codes
         return [self.top_prior.log_likelihood(top[:, None], labels).nats, self.bottom_prior.log_prob(bottom, top)]
 
     def _sample_codes(self, n: int, temperature: float, generator: torch.Generator | None,
-                      labels: Tensor | None) -> list[Tensor]:
+                      labels: Tensor | None = None) -> list[Tensor]:
         top = self.top_prior.sample(n, generator, temperature=temperature, labels=labels)[:, 0]
         return [top, self.bottom_prior.sample(top, temperature, generator)]
 
