@@ -10,6 +10,7 @@ usage:
     genzoo compare [--data NAME] [--models a,b,...] [--budget seconds|flops|default] [--runs DIR ...]
     genzoo report DIR [--out DIR]
     genzoo diffuse [--data NAME] [--out DIR]
+    genzoo explore DIR [DIR ...] [--host 127.0.0.1] [--port N]   a local web page (the explore extra)
     genzoo --version
 
 `genzoo COMMAND --help` lists a command's options; `genzoo train MODEL --help` shows every config
@@ -29,7 +30,7 @@ import torch
 
 from . import __version__, checkpoint, data, registry
 from .data.spec import DataSpec
-from .errors import GenzooError, Interrupted, out_of_memory, require
+from .errors import INSTALL, GenzooError, Interrupted, out_of_memory, require
 from .flags import Parser, flag, option_flags, route
 from .models.base import GenerativeModel
 from .train_command import cmd_train
@@ -300,7 +301,7 @@ def _module_command(module_name: str, prog: str, description: str, argv: Sequenc
     import importlib
 
     module = importlib.import_module(module_name)
-    require(getattr(module, "REQUIRES", ()), prog)  # before any work, not after training
+    require(getattr(module, "REQUIRES", ()), prog, getattr(module, "INSTALL", INSTALL))  # before any work
     parser = Parser(prog=prog, description=description)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(argv)) or 0)
@@ -309,6 +310,7 @@ def _module_command(module_name: str, prog: str, description: str, argv: Sequenc
 EXTRA_COMMANDS = {
     "compare": ("genzoo.compare", "Every family on the same data: one table and a report."),
     "diffuse": ("genzoo.diffuse", "PNGs of the forward diffusion process q(x_t | x_0) at several t."),
+    "explore": ("genzoo.explore", "A local web page to play with trained runs (the explore extra)."),
     "report": ("genzoo.report", "A model card of one run: report.html (offline) and report.md."),
 }
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample,

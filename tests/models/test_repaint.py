@@ -37,6 +37,9 @@ def test_the_schedule_goes_down_with_jumps_back_up_and_one_resampling_is_replace
     levels = repaint_levels(6, 2, 2)
     assert levels[0] == 6 and levels[-1] == 0 and all(abs(a - b) == 1 for a, b in zip(levels, levels[1:]))
     assert sum(b < a for a, b in zip(levels, levels[1:])) == 6 + 2 * 2  # two jump points, two levels each
+    for top, jump in ((25, 10), (7, 3), (100, 5)):  # never above the top, whatever divides what
+        levels = repaint_levels(top, jump, 3)
+        assert max(levels) == top and levels[0] == top and levels[-1] == 0
 
 
 class LinearToy(GaussianPath):

@@ -114,18 +114,24 @@ def sdedit(process: ReverseProcess, x0: Tensor, strength: float, sampler: str, s
     return x, nfe * process.evaluations
 
 
-def check_repaint(process: ReverseProcess, steps: int | None, jump_length: int, resamplings: int) -> list[float]:
-    """The ladder RePaint walks for `steps`; one sentence unless jump_length and resamplings are
-    integers from 1 to its number of steps."""
+MAX_RESAMPLINGS = 1000
+
+
+def check_repaint(process: ReverseProcess, steps: int | None, jump_length: int | None,
+                  resamplings: int) -> tuple[list[float], int]:
+    """The ladder RePaint walks for `steps` and the jump length (None: 10, or the ladder's length where
+    shorter); one sentence unless jump_length is an integer from 1 to the ladder's number of steps and
+    resamplings one from 1 to MAX_RESAMPLINGS."""
     times = process.ladder(steps)
-    for name, value in (("jump_length", jump_length), ("resamplings", resamplings)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= len(times) - 1:
-            raise GenzooError(f"{name} must be an integer from 1 to {len(times) - 1}, got {value!r}.")
-    return times
+    jump_length = min(10, len(times) - 1) if jump_length is None else jump_length
+    for name, value, most in (("jump_length", jump_length, len(times) - 1), ("resamplings", resamplings, MAX_RESAMPLINGS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise GenzooError(f"{name} must be an integer from 1 to {most}, got {value!r}.")
+    return times, jump_length
 
 
 @torch.no_grad()
-def repaint(process: ReverseProcess, x0: Tensor, known: Tensor, jump_length: int = 10, resamplings: int = 10,
+def repaint(process: ReverseProcess, x0: Tensor, known: Tensor, jump_length: int | None = None, resamplings: int = 10,
             steps: int | None = None, generator: torch.Generator | None = None,
             callback: Callback | None = None) -> Sampled:
     """RePaint (Lugmayr et al. 2022): down the ladder from noise, the unknown pixels from p(x_s | x_t)
@@ -133,7 +139,7 @@ def repaint(process: ReverseProcess, x0: Tensor, known: Tensor, jump_length: int
     space); at every `jump_length`-th rung going back up `jump_length` rungs by q, `resamplings` - 1
     times, so that the unknown pixels are harmonised with the known ones. resamplings = 1 is plain
     replacement. Returns (x at the data, exactly x0 where known; NFE)."""
-    times = check_repaint(process, steps, jump_length, resamplings)
+    times, jump_length = check_repaint(process, steps, jump_length, resamplings)
     top = len(times) - 1  # rung L of repaint_levels is times[top - L]
     levels = repaint_levels(top, jump_length, resamplings)
     x, nfe = process.prior(x0.shape, generator), 0
@@ -195,17 +201,18 @@ class DiffusionModel(LikelihoodModel):
 
     @torch.no_grad()
     def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
-                jump_length: int = 10, resamplings: int = 10, steps: Optional[int] = None, guidance: float = 1.0,
-                callback: Callback | None = None) -> Tensor:
+                jump_length: Optional[int] = None, resamplings: int = 10, steps: Optional[int] = None,
+                guidance: float = 1.0, callback: Callback | None = None) -> Tensor:
         """x completed where `known` is False by RePaint (Lugmayr et al. 2022, `repaint`): the reverse
         process with the known pixels drawn from q at every time, going back up `jump_length` times
-        `resamplings` - 1 times at every jump point; resamplings = 1 is plain replacement, the cheap
-        baseline. `steps`: the rungs of the ladder of a continuous-time model (default its
-        sample_steps; a discrete-time model takes all T). Known pixels come back exactly as given."""
+        (default 10, fewer where the ladder is shorter) `resamplings` - 1 times at every jump point;
+        resamplings = 1 is plain replacement, the cheap baseline. `steps`: the rungs of the ladder of a
+        continuous-time model (default its sample_steps; a discrete-time model takes all T). Known
+        pixels come back exactly as given."""
         known = self.check_known(known, x)
         check_steps(steps)
         process = self.reverse_process(self.classes_to_draw(len(x), None, labels, guidance), guidance)
-        check_repaint(process, steps, jump_length, resamplings)
+        _, jump_length = check_repaint(process, steps, jump_length, resamplings)
         x0 = to_centered(x, self.spec.levels, dtype=self._dtype())
         method = "replacement" if resamplings == 1 else f"repaint (jump {jump_length}, {resamplings} resamplings)"
         y = self._levels(method, callback, lambda watch: repaint(process, x0, known, jump_length, resamplings, steps,

@@ -314,9 +314,9 @@ def reporting(x0_fn: GridFn, callback: Callback | None, planned: int | None) -> 
 def repaint_levels(timesteps: int, jump_length: int, resamplings: int) -> list[int]:
     """The noise levels RePaint visits (Lugmayr et al. 2022, section 4.2), level L = 0 the data and L
     the state after L forward steps: from T down to 0, and at every level that is a multiple of
-    `jump_length` going back up `jump_length` levels, `resamplings` - 1 times. One resampling is
-    plain replacement: T, T-1, ..., 0."""
-    jumps = {level: resamplings - 1 for level in range(jump_length, timesteps, jump_length)}
+    `jump_length` (and at least `jump_length` below T) going back up `jump_length` levels,
+    `resamplings` - 1 times; no level is above T. One resampling is plain replacement: T, T-1, ..., 0."""
+    jumps = {level: resamplings - 1 for level in range(jump_length, timesteps - jump_length + 1, jump_length)}
     level, out = timesteps, [timesteps]
     while level > 0:
         level -= 1
