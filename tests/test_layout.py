@@ -10,6 +10,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "genzoo"
 ABOVE_MODELS = {"registry", "evaluate", "viz", "checkpoint", "train", "rundir", "compare", "flags", "cli", "diffuse",
+                "curves", "explore", "explore_core",
                 "quality", "classifier", "report", "report_html", "budget"}
 
 

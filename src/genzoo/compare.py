@@ -1,12 +1,18 @@
-"""`genzoo compare`: every family on the same data under one budget, one table and a report.
+"""`genzoo compare`: every family on the same data under equal budgets, a table, curves and a report.
 
-Protocol. Every chosen model trains from seed `--seed` under one budget (`--budget`):
+Protocol. Every chosen model trains from seed `--seed` (and the `--seeds` - 1 after it) under each
+budget of `--budgets` (default: the one of `--seconds`, `--flops` or `--steps`), each (model, budget,
+seed) a separate run with its own learning-rate schedule aimed at its budget. The unit (`--budget`):
   seconds  the same wall-clock seconds each (`--seconds`): the step count comes from timing a few
            steps first, and TrainConfig.max_seconds ends training at the limit in any case;
   flops    the same training compute each (`--flops`): FLOPs of one training step (forward and
            backward) are counted with torch.utils.flop_counter (matrix products and convolutions,
            on the first stage's loss) and the step count is the budget divided by them;
-  default  each model's own default steps (or `--steps`).
+  steps    the same number of steps each (`--steps`);
+  default  each model's own default steps.
+flops and steps do not depend on the machine's speed or load: the same command gives the same table
+everywhere, bit for bit on a CPU. With several budgets or seeds the report draws curves, and ranks
+adjacent models by their paired differences on the same test images (genzoo.curves).
 Existing run directories are compared with `--runs` instead. Every model is then evaluated on the
 same test split: bits/dim with kind and standard error (genzoo.evaluate), sample quality against
 the test split (genzoo.quality), and speed: training images/s, seconds per sampled image with the
@@ -26,6 +32,7 @@ from typing import Any
 import torch
 
 from . import __version__, checkpoint, data, registry
+from .curves import pairs
 from .errors import GenzooError
 from .evaluate import evaluate, independent_pixel_bpd
 from .models.base import GenerativeModel
@@ -37,11 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None)
     parser.add_argument("--models", default=None, help="comma-separated names (default: every model with a likelihood)")
     parser.add_argument("--runs", nargs="*", default=None, help="existing run directories to compare instead of training")
-    parser.add_argument("--budget", choices=("seconds", "flops", "default"), default="seconds",
-                        help="equal wall-clock seconds, equal training FLOPs, or each model's default steps")
+    parser.add_argument("--budget", choices=BUDGETS, default="flops",
+                        help="equal training FLOPs (the default: the same everywhere), equal steps, equal "
+                             "wall-clock seconds, or each model's default steps")
     parser.add_argument("--seconds", type=float, default=40.0, help="training seconds per model (--budget seconds)")
-    parser.add_argument("--flops", type=float, default=2e13, help="training FLOPs per model (--budget flops)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (--budget default)")
+    parser.add_argument("--flops", type=float, default=2.5e12, help="training FLOPs per model (--budget flops)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (--budget steps or default)")
+    parser.add_argument("--budgets", default=None, metavar="A,B,C",
+                        help="several budgets in the unit of --budget (seconds, FLOPs or steps): a curve per model")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per model and budget, from --seed on")
     parser.add_argument("--likelihood", choices=("validation", "full"), default="validation",
                         help="each model's validation estimate (quick) or its full log_likelihood (genzoo eval's)")
     parser.add_argument("--samples", type=int, default=300, help="samples per model for sample quality (default 300)")
@@ -51,6 +62,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="report directory (default runs/compare-DATA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
+
+
+BUDGETS = ("flops", "steps", "seconds", "default")
+
+
+def budgets_of(args: argparse.Namespace) -> list[float | None]:
+    """The budgets to train at, in the unit of --budget: --budgets, else the one of its own flag."""
+    if args.budgets is None:
+        return [{"seconds": args.seconds, "flops": args.flops, "steps": args.steps, "default": None}[args.budget]]
+    if args.budget == "default":
+        raise GenzooError("--budgets needs a unit: --budget flops, steps or seconds.")
+    try:
+        values = [float(v) for v in args.budgets.split(",") if v.strip()]
+    except ValueError:
+        raise GenzooError(f"--budgets takes numbers separated by commas, such as 1e12,4e12,1.6e13; got "
+                          f"{args.budgets!r}.") from None
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise GenzooError(f"--budgets must be positive numbers, got {args.budgets!r}.")
+    return sorted(set(values))
 
 
 def _value(text: str) -> Any:
@@ -100,11 +130,15 @@ def seconds_per_step(model: GenerativeModel, batch: dict[str, torch.Tensor], ste
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The TrainConfig that spends the chosen budget, and what the budget was."""
+def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argparse.Namespace,
+                  budget: float | None = None, seed: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The TrainConfig that spends `budget` (in the unit of --budget; default its own flag) from `seed`,
+    and what the budget was."""
     from .training import train_config_for
 
-    base = train_config_for(model, steps=args.steps, device=args.device, seed=args.seed)
+    seed = args.seed if seed is None else seed
+    budget = budgets_of(args)[0] if budget is None else budget
+    base = train_config_for(model, steps=args.steps, device=args.device, seed=seed)
     batch = {"x": train_data.x[:base.batch_size].to(model.device)}
     if model.num_classes > 0:
         batch["labels"] = train_data.labels[:base.batch_size].to(model.device)
@@ -112,13 +146,17 @@ def budget_config(model: GenerativeModel, train_data: data.Dataset, args: argpar
     stages = len(model.stages)
     if args.budget == "default":
         steps, extra = base.steps, {}
+    elif args.budget == "steps":
+        if budget is None:
+            raise GenzooError("--budget steps needs --steps N (or --budgets).")
+        steps, extra = max(1, int(budget)), {}
     elif args.budget == "flops":
-        steps, extra = max(1, int(args.flops / max(flops, 1) / stages)), {}
+        steps, extra = max(1, int(budget / max(flops, 1) / stages)), {}
     else:
         per_step = seconds_per_step(model, batch)
         # periodic validation costs time too: aim the cosine schedule at 85% of the budget
-        steps, extra = max(1, int(0.85 * args.seconds / per_step / stages)), {"max_seconds": args.seconds}
-    cfg = train_config_for(model, steps=steps, device=args.device, seed=args.seed, sample_every=0,
+        steps, extra = max(1, int(0.85 * budget / per_step / stages)), {"max_seconds": budget}
+    cfg = train_config_for(model, steps=steps, device=args.device, seed=seed, sample_every=0,
                            eval_every=max(1, steps // 8), warmup_steps=min(base.warmup_steps, steps // 10), **extra)
     return cfg, {"flops_per_step": flops, "planned_steps": steps * stages}
 
@@ -154,8 +192,10 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
     from .viz import save_grid
 
     report = evaluate(model, test, seed=args.seed, objective="log_likelihood" if args.likelihood == "full"
-                      else "validation", progress=not args.no_progress)
+                      else "validation", progress=not args.no_progress, per_image=True)
     row: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
+    if "per_image_bits" in report:  # kept beside the row for the paired differences, not written out
+        row["_per_image_bits"] = report.pop("per_image_bits")
     keys = ("bits_per_dim", "bits_per_dim_se", "kind", "estimate", "estimator_se", "likelihood_seconds")
     row.update({k: report.pop(k) for k in keys if k in report})
     report.pop("images", None)
@@ -179,6 +219,29 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
     return row
 
 
+def plan(names: list[str], budgets: list[float | None], seeds: list[int], args: argparse.Namespace,
+         train_data: data.Dataset, device: torch.device) -> str:
+    """What compare is about to do, said before it starts: models, budgets, seeds, and the training time
+    it expects here (from timing three steps of each model; evaluation comes on top)."""
+    seconds = 0.0
+    for name in names:
+        model = registry.create(name, train_data.spec).to(device)
+        if args.budget == "seconds":
+            seconds += sum(budgets) * len(seeds)  # type: ignore[arg-type]
+            continue
+        for budget in budgets:
+            cfg, planned = budget_config(model, train_data, args, budget, seeds[0])
+            batch = {"x": train_data.x[:cfg.batch_size].to(device)}
+            if model.num_classes > 0:
+                batch["labels"] = train_data.labels[:cfg.batch_size].to(device)
+            seconds += planned["planned_steps"] * seconds_per_step(model, batch, steps=2) * len(seeds)
+    unit = {"flops": "training FLOPs", "steps": "steps", "seconds": "seconds", "default": "default steps"}[args.budget]
+    shown = ", ".join("each model's own" if b is None else f"{b:.3g}" for b in budgets)
+    return (f"compare plan: {len(names)} models ({', '.join(names)}) x {len(budgets)} budget(s) of {unit} ({shown}) x "
+            f"{len(seeds)} seed(s) = {len(names) * len(budgets) * len(seeds)} runs on {args.data}; about "
+            f"{seconds / 60:.0f} min of training here, evaluation on top.")
+
+
 def run(args: argparse.Namespace) -> int:
     from .report import write_compare_report
     from .training import resolve_device, train
@@ -186,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.samples < 4:
         raise GenzooError(f"--samples must be at least 4, got {args.samples}.")
+    if args.seeds < 1:
+        raise GenzooError(f"--seeds must be at least 1, got {args.seeds}.")
     if args.runs is not None and not args.runs:
         raise GenzooError("--runs names no run directory; give at least one, or leave --runs out to train every model.")
     options = sample_options(args.sample_options)
@@ -215,20 +280,27 @@ def run(args: argparse.Namespace) -> int:
             n for n in registry.list_models() if registry.model_class(n).has_likelihood]
         for name in names:
             registry.model_class(name)  # unknown names fail before any training
-        val = data.load(args.data, "val", args.root)
-        for name in names:
-            run_dir = out / name
+        budgets, seeds = budgets_of(args), list(range(args.seed, args.seed + args.seeds))
+        one_point = len(budgets) == 1 and len(seeds) == 1
+        jobs = [(i, budget, seed, name) for i, budget in enumerate(budgets) for seed in seeds for name in names]
+        for i, _, seed, name in jobs:
+            run_dir = out / (name if one_point else f"{name}-b{i}-s{seed}")
             if (run_dir / "config.json").exists() or (run_dir / "last").exists():
                 raise GenzooError(f"{str(run_dir)!r} already holds a run; choose another --out or compare it with --runs.")
+        print(plan(names, budgets, seeds, args, train_data, device), flush=True)
+        val = data.load(args.data, "val", args.root)
+        for i, budget, seed, name in jobs:
+            run_dir = out / (name if one_point else f"{name}-b{i}-s{seed}")
             try:
-                torch.manual_seed(args.seed)
+                torch.manual_seed(seed)
                 model = registry.create(name, train_data.spec).to(device)
-                cfg, planned = budget_config(model, train_data, args)
+                cfg, planned = budget_config(model, train_data, args, budget, seed)
                 record = {"data": args.data, "root": str(Path(args.root).resolve()) if args.root else None,
                           "split": "train", "val_split": "val"}
                 result = train(model, train_data, val, cfg, out=run_dir, progress=not args.no_progress,
                                record=record)
-                row = {"model": name, "run": str(run_dir), "budget": args.budget, "seed": args.seed,
+                row = {"model": name, "run": str(run_dir), "budget": "default" if budget is None else budget,
+                       "budget_unit": args.budget, "seed": seed,
                        "train_steps": result.steps, "train_seconds": result.seconds,
                        "train_images": result.steps * cfg.batch_size,
                        "train_flops": planned["flops_per_step"] * result.steps,
@@ -236,7 +308,9 @@ def run(args: argparse.Namespace) -> int:
                 row.update(measure(model, test, args, options.get(name, {}), run_dir))
                 rows.append(row)
             except GenzooError as e:
-                rows.append({"model": name, "error": str(e)})
+                rows.append({"model": name, "budget": budget, "seed": seed, "error": str(e)})
+    per_image = {id(r): r.pop("_per_image_bits") for r in rows if "_per_image_bits" in r}
+    paired = pairs(rows, per_image)
     independent = independent_pixel_bpd(train_data.x, test.x, test.spec.levels)
     baselines = [
         {"model": "uniform", "bits_per_dim": math.log2(test.spec.levels), "bits_per_dim_se": 0.0, "kind": "exact",
@@ -249,12 +323,15 @@ def run(args: argparse.Namespace) -> int:
                 "seconds": args.seconds if args.budget == "seconds" else None,
                 "flops": args.flops if args.budget == "flops" else None,
                 "steps": args.steps, "seed": args.seed, "likelihood": args.likelihood,
+                "budgets": None if args.runs else budgets_of(args), "seeds": args.seeds,
+                "runs_per_point": "one run per (model, budget, seed), each with its own learning-rate schedule "
+                                  "aimed at its budget (separate runs, not marks along one run)",
                 "quality_samples": args.samples, "sample_options": options,
                 "versions": {"genzoo": __version__, "torch": torch.__version__, "python": platform.python_version()},
                 "machine": {"platform": platform.platform(), "processor": platform.machine(),
                             "threads": torch.get_num_threads(), "device": str(device)},
                 "total_seconds": time.time() - t_all}
-    paths = write_compare_report(out, protocol, rows, baselines)
+    paths = write_compare_report(out, protocol, rows, baselines, paired)
     print(paths["markdown"].read_text())
     print(f"wrote {paths['html']}, {paths['markdown']} and {paths['json']}")
     return 0

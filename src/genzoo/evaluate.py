@@ -128,14 +128,15 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
              likelihood_options: dict[str, Any] | None = None,
              metric_options: dict[str, Any] | None = None,
              objective: Literal["log_likelihood", "validation"] = "log_likelihood",
-             progress: bool = False, estimator_images: int = 100) -> dict[str, Any]:
+             progress: bool = False, estimator_images: int = 100, per_image: bool = False) -> dict[str, Any]:
     """The evaluation of a trained model on `data`, seeded so that Monte-Carlo estimates repeat.
 
     Models with a likelihood: `bits_per_dim` with its `kind`, `bits_per_dim_se` (over images),
     `estimate` (what the figure is: ESTIMATES[objective]), `likelihood_seconds`, and, for a
     random estimate, `estimator_se`: the Monte-Carlo error of the mean, sqrt(var(d) / 2 / N), d the
     per-image difference between two independent draws on the first `estimator_images` images
-    (0 when the figure does not depend on the seed). Then the model's task metrics.
+    (0 when the figure does not depend on the seed). With `per_image`, also `per_image_bits`: the
+    figure of each image (a tensor, for paired differences). Then the model's task metrics.
     """
     if data.spec != model.spec:
         raise GenzooError(f"dataset {data.name!r} has spec {data.spec} but the model was trained for {model.spec}.")
@@ -152,6 +153,8 @@ def evaluate(model: GenerativeModel, data: Dataset, batch_size: int = 256, seed:
         report.update({"bits_per_dim": to_bits_per_dim(ll.nats, dims), "kind": ll.kind,
                        "bits_per_dim_se": bits_per_dim_se(ll.nats, dims), "estimate": ESTIMATES[objective],
                        "images": len(data.x), "likelihood_seconds": seconds, **likelihood_options})
+        if per_image:
+            report["per_image_bits"] = (-ll.nats.double() / (dims * math.log(2))).cpu()
         m = min(estimator_images, len(data.x))
         if ll.kind != "exact" and m >= 2 and objective == "log_likelihood":
             torch.manual_seed(seed + 1)

@@ -9,10 +9,12 @@ import base64
 import html
 import io
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from . import checkpoint
+from .curves import rankings
 from .quality import NOTE as QUALITY_NOTE
 
 REQUIRES = ("matplotlib",)  # checked when `genzoo report` starts
@@ -92,6 +94,47 @@ def tradeoff_png(rows: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def curve_png(rows: list[dict[str, Any]], x_key: str, x_label: str) -> bytes | None:
+    """Bits/dim and FD against `x_key` (log scale), one line per model through its mean over seeds at
+    each budget, the seeds' range as a band."""
+    points = [r for r in rows if r.get(x_key) and r.get("bits_per_dim") is not None and "error" not in r]
+    if len({r.get("budget") for r in points}) < 2:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for model in sorted({r["model"] for r in points}):
+        mine = [r for r in points if r["model"] == model]
+        for ax, y_key in zip(axes, ("bits_per_dim", "fd")):
+            groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+            for r in mine:
+                if r.get(y_key) is not None:
+                    groups[r["budget"]].append(r)
+            if not groups:
+                continue
+            xs, ys, lo, hi = [], [], [], []
+            for _, group in sorted(groups.items(), key=lambda kv: sum(r[x_key] for r in kv[1]) / len(kv[1])):
+                values = [r[y_key] for r in group]
+                xs.append(sum(r[x_key] for r in group) / len(group))
+                ys.append(sum(values) / len(values))
+                lo.append(min(values))
+                hi.append(max(values))
+            line, = ax.plot(xs, ys, marker="o", lw=1.2, label=model)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    for ax, what in zip(axes, ("test bits/dim (lower is better)", "Frechet distance (lower is better)")):
+        ax.set_xscale("log")
+        ax.set(xlabel=x_label, ylabel=what)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("quality against training compute: mean over seeds, band = the seeds' range", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _point(r: dict[str, Any], curve: bool) -> str:
+    """' (budget B, seed S)' for a row of a curve, '' for a single-point table's."""
+    return f" (budget {_fmt(r.get('budget'))}, seed {r.get('seed')})" if curve else ""
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "n/a"
@@ -110,14 +153,15 @@ COLUMNS = [("model", "model"), ("bits/dim", "bpd"), ("kind", "kind"), ("estimate
            ("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
            ("train img/s", "train_images_per_second"), ("train s", "train_seconds"), ("steps", "train_steps"),
            ("train FLOPs", "train_flops"), ("s / sample", "sample_seconds_per_image"), ("NFE", "nfe"),
-           ("sampler", "sampler"), ("likelihood s", "likelihood_seconds"), ("parameters", "parameters")]
+           ("sampler", "sampler"), ("likelihood s", "likelihood_seconds"), ("parameters", "parameters"),
+           ("budget", "budget"), ("seed", "seed")]
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
     bpd = "n/a" if r.get("bits_per_dim") is None else f"{r['bits_per_dim']:.4f}"
     if r.get("bits_per_dim_se") is not None:
         bpd += f" +- {r['bits_per_dim_se']:.4f}"
-    if r.get("estimator_se") is not None:
+    if r.get("estimator_se"):  # a deterministic figure has no Monte-Carlo error to show
         bpd += f" (MC se {r['estimator_se']:.4f})"
     est = r.get("estimate", "")
     view = {**r, "bpd": bpd, "kind": r.get("kind", "").replace("_", " ") or "n/a",
@@ -133,8 +177,46 @@ def ranked(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[
     return with_bpd + [r for r in rows if r.get("bits_per_dim") is None and "error" not in r]
 
 
-def markdown(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> str:
-    lines = [f"# genzoo compare: {protocol['data']} (test split)", "", BPD_NOTE, "", QUALITY_NOTE,
+PAIRS_NOTE = ("Paired differences: at each budget the models are ranked by bits/dim, and each adjacent pair is "
+              "compared on the same test images (per-image differences, their standard error combined with the "
+              "spread over training seeds); 'A better than B' only where the difference exceeds twice its error.")
+
+
+def pairs_lines(paired: list[dict[str, Any]]) -> list[str]:
+    """The paired differences as markdown table lines (none when there are none)."""
+    if not paired:
+        return []
+    lines = ["", "## Paired differences", "", PAIRS_NOTE, "",
+             "| budget | ahead | behind | difference (bits/dim) | error | seed spread | verdict |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    return lines + [f"| {_fmt(p['budget'])} | {p['a']} | {p['b']} | {p['difference']:.4f} | {p['difference_se']:.4f} | "
+                    f"{_fmt(p['seed_spread'])} | {p['verdict']} |" for p in paired]
+
+
+def summary(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> str:
+    """What a reader can conclude, in words, above the numbers."""
+    good = [r for r in rows if r.get("bits_per_dim") is not None and "error" not in r]
+    if not good:
+        return "No model finished with a figure."
+    uniform = next((b["bits_per_dim"] for b in baselines if b["model"] == "uniform"), None)
+    best = min(good, key=lambda r: r["bits_per_dim"])
+    unit = {"flops": "the same budget of training FLOPs", "steps": "the same number of steps",
+            "seconds": "the same wall-clock seconds", "default": "its own default steps"}.get(protocol.get("budget"))
+    text = (f"Every model trained under {unit}; " if unit else "The runs were trained elsewhere (their budgets "
+            "differ); ") + (f"the best figure is {best['model']}'s {best['bits_per_dim']:.3f} bits/dim "
+                           f"({best.get('kind', '').replace('_', ' ')}). ")
+    behind = sorted({r["model"] for r in good if uniform is not None and r["bits_per_dim"] > uniform})
+    if behind:
+        text += (f"{', '.join(behind)} end above the uniform model's {uniform:.2f} bits/dim: early in their "
+                 f"curves at this budget (a diffusion bound sums hundreds of terms, each far from its optimum "
+                 f"early in training, and can be worse than knowing nothing), not a verdict on the family. ")
+    return text + "A ranking holds at this budget only; compare --budgets draws the curves."
+
+
+def markdown(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: list[dict[str, Any]],
+             paired: list[dict[str, Any]] = ()) -> str:  # type: ignore[assignment]
+    lines = [f"# genzoo compare: {protocol['data']} (test split)", "", summary(protocol, rows, baselines), "",
+             BPD_NOTE, "", QUALITY_NOTE,
              f"Sample quality from {protocol['quality_samples']} samples per model against the "
              f"{protocol['test_images']} test images.", "",
              "| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
@@ -142,6 +224,7 @@ def markdown(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: li
     failed = [r for r in rows if "error" in r]
     if failed:
         lines += ["", "Failed:", ""] + [f"- {r['model']}: {r['error']}" for r in failed]
+    lines += pairs_lines(list(paired))
     lines += ["", "## Protocol", "", "```", json.dumps(protocol, indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
 
@@ -165,8 +248,10 @@ def page(title: str, body: list[str]) -> str:
 
 
 def compare_html(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: list[dict[str, Any]],
-                 images: dict[str, bytes], curves: bytes | None, tradeoff: bytes | None) -> str:
-    body = [f'<p class="note">{html.escape(BPD_NOTE)}</p><p class="note">{html.escape(QUALITY_NOTE)} '
+                 images: dict[str, bytes], curves: bytes | None, tradeoff: bytes | None,
+                 paired: list[dict[str, Any]], budget_curves: list[tuple[str, bytes]]) -> str:
+    body = [f"<p>{html.escape(summary(protocol, rows, baselines))}</p>",
+            f'<p class="note">{html.escape(BPD_NOTE)}</p><p class="note">{html.escape(QUALITY_NOTE)} '
             f"{protocol['quality_samples']} samples per model against the {protocol['test_images']} test images.</p>",
             "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c, _ in COLUMNS) + "</tr>"]
     body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in ranked(rows, baselines)]
@@ -175,6 +260,16 @@ def compare_html(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines
     body.append("<h2>Samples</h2>")
     body += [f"<figure class=\"sample\">{_img(png, name + ' samples')}<figcaption>{html.escape(name)}</figcaption></figure>"
              for name, png in images.items()]
+    for title, png in budget_curves:
+        body += [f"<h2>{html.escape(title)}</h2>", _img(png, title)]
+    if paired:
+        body += ["<h2>Paired differences</h2>", f'<p class="note">{html.escape(PAIRS_NOTE)}</p>', "<table><tr>" +
+                 "".join(f"<th>{c}</th>" for c in ("budget", "ahead", "behind", "difference", "error", "seed spread",
+                                                   "verdict")) + "</tr>"]
+        body += ["<tr>" + "".join(f"<td>{html.escape(_fmt(p[k]))}</td>" for k in
+                                  ("budget", "a", "b", "difference", "difference_se", "seed_spread", "verdict")) + "</tr>"
+                 for p in paired]
+        body.append("</table>")
     if tradeoff:
         body += ["<h2>Likelihood against sample quality</h2>", _img(tradeoff, "bits/dim against Frechet distance")]
     if curves:
@@ -184,17 +279,23 @@ def compare_html(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines
 
 
 def write_compare_report(out: Path, protocol: dict[str, Any], rows: list[dict[str, Any]],
-                         baselines: list[dict[str, Any]]) -> dict[str, Path]:
-    """results.json, report.md and report.html in `out`."""
+                         baselines: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> dict[str, Path]:  # type: ignore[assignment]
+    """results.json (with the paired differences as `pairs`), report.md and report.html in `out`."""
+    paired = list(paired)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.refuse_links(out, ("results.json", "report.md", "report.html"))
-    images = {r["model"]: Path(r["samples_png"]).read_bytes() for r in rows if r.get("samples_png")}
-    curves = curves_png({r["model"]: read_metrics(r["run"]) for r in rows if r.get("run")})
+    curve = len({(r.get("budget"), r.get("seed")) for r in rows}) > 1
+    images = {f"{r['model']}{_point(r, curve)}": Path(r["samples_png"]).read_bytes() for r in rows if r.get("samples_png")}
+    curves = curves_png({f"{r['model']}{_point(r, curve)}": read_metrics(r["run"]) for r in rows if r.get("run")})
+    budget_curves = [(f"Quality against {label}", png) for key, label in
+                     (("train_flops", "training FLOPs"), ("train_seconds", "training seconds"))
+                     if (png := curve_png(rows, key, label + " (log scale)")) is not None]
     paths = {"json": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}
     checkpoint.atomic_write_json(paths["json"], {"protocol": protocol, "rows": rows, "baselines": baselines,
-                                                 "notes": [BPD_NOTE, QUALITY_NOTE]})
-    checkpoint.atomic_write_bytes(paths["markdown"], markdown(protocol, rows, baselines).encode())
-    text = compare_html(protocol, rows, baselines, images, curves, tradeoff_png(rows))
+                                                 "pairs": paired, "rankings": rankings(rows),
+                                                 "notes": [BPD_NOTE, QUALITY_NOTE, PAIRS_NOTE]})
+    checkpoint.atomic_write_bytes(paths["markdown"], markdown(protocol, rows, baselines, paired).encode())
+    text = compare_html(protocol, rows, baselines, images, curves, tradeoff_png(rows), paired, budget_curves)
     checkpoint.atomic_write_bytes(paths["html"], text.encode())
     return paths
 

@@ -95,3 +95,17 @@ def test_guidance_moves_the_mean_of_a_gaussian_as_the_closed_form_says(w):
     expected = NULL_MEAN + w * (MEANS[1].item() - NULL_MEAN)
     assert abs(x.mean().item() - expected) < 4 * SD / 80 and abs(x.std().item() - SD) < 0.01, (x.mean(), x.std())
     assert nfe == 80 * (1 if w == 1.0 else 2)  # heun: 2 evaluations a step; guidance doubles each
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_run_saved_before_num_classes_existed_loads_unconditional(name, tmp_path):
+    import json
+
+    model = genzoo.create(name, SPEC, seed=0, **tiny(name))
+    genzoo.save(model, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    del config["config"]["num_classes"]  # as a run written by an earlier genzoo holds it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    again = genzoo.load(tmp_path / "run")
+    assert again.num_classes == 0 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                            again.state_dict().values()))

@@ -56,6 +56,7 @@ class VAEConfig:
     beta: float = 1.0  # weight of the KL term in training (beta-VAE); the reported bounds use 1
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not pushed (Kingma et al. 2016)
     decoder: Decoder = "categorical"  # p(x | z): a K-way softmax per sub-pixel, or a discretized logistic
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes",)  # runs saved before it load with its default
     num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:

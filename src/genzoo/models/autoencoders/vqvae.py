@@ -101,6 +101,7 @@ class VQVAEConfig:
     restart_threshold: float = 1.0
     # the autoregressive prior over codes, as JSON: '{"family": "gated-pixelcnn"}' (omitted fields keep defaults)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes",)  # runs saved before it load with its default
     num_classes: int = 0  # 0: an unconditional prior, else the number of classes its code prior (top) is conditioned on
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ class PixelCNNConfig:
     kernel_size: int = 3  # kernel of the blocks' masked convolutions (odd)
     output_hidden: int = 128  # width of the 1x1 output layers before the K-way softmax
     dropout: float = 0.3  # dropout probability inside each residual block
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes",)  # runs saved before it load with its default
     num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:

@@ -67,6 +67,7 @@ class PixelCNNPlusPlusConfig:
     num_mixtures: int = 5  # logistic components of the discretized mixture per pixel
     dropout: float = 0.5  # dropout probability inside each gated ResNet block
     data_init: bool = False  # initialize the weights from the training data before the first step
+    added_fields: ClassVar[tuple[str, ...]] = ("num_classes",)  # runs saved before it load with its default
     num_classes: int = 0  # 0 for an unconditional model, else the number of class labels it is conditioned on
 
     def __post_init__(self) -> None:
