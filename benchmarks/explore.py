@@ -69,7 +69,7 @@ PANELS = [("Sample", 1, "#sample-button", "#sample-image img"),
           ("Inpaint", None, "#inpaint-button", "#inpaint-gallery img"),
           ("Edit", 1, "#edit-button", "#edit-image img"),
           ("Interpolate", 2, "#interpolate-button", "#interpolate-image img"),
-          ("Likelihood", None, "#likelihood-button", "#likelihood-table td"),
+          ("Likelihood", None, "#likelihood-button", "#likelihood-table >> text=exact"),
           ("Compare", None, None, None)]
 
 

@@ -219,6 +219,15 @@ def measure(model: GenerativeModel, test: data.Dataset, args: argparse.Namespace
     return row
 
 
+def noise_distance(test: data.Dataset, args: argparse.Namespace) -> float:
+    """The Frechet distance of uniform-noise images (every level equally likely) to the test split."""
+    from .quality import sample_quality
+
+    g = torch.Generator().manual_seed(args.seed)
+    noise = torch.randint(0, test.spec.levels, (args.samples, *test.spec.shape), generator=g)
+    return float(sample_quality(noise, test.x, data=args.data, root=args.root, seed=args.seed, progress=False)["fd"])
+
+
 def plan(names: list[str], budgets: list[float | None], seeds: list[int], args: argparse.Namespace,
          train_data: data.Dataset, device: torch.device) -> str:
     """What compare is about to do, said before it starts: models, budgets, seeds, and the training time
@@ -309,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(row)
             except GenzooError as e:
                 rows.append({"model": name, "budget": budget, "seed": seed, "error": str(e)})
+    noise_fd = noise_distance(test, args)
+    for r in rows:  # a grid that is mostly noise is flagged beside its row
+        r["noise_like"] = r.get("fd") is not None and r["fd"] >= 0.5 * noise_fd
     per_image = {id(r): r.pop("_per_image_bits") for r in rows if "_per_image_bits" in r}
     paired = pairs(rows, per_image)
     independent = independent_pixel_bpd(train_data.x, test.x, test.spec.levels)
@@ -323,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
                 "seconds": args.seconds if args.budget == "seconds" else None,
                 "flops": args.flops if args.budget == "flops" else None,
                 "steps": args.steps, "seed": args.seed, "likelihood": args.likelihood,
+                "noise_fd": noise_fd, "noise_like": "a row's samples are flagged as near noise where their FD is at "
+                                                    "least half that of uniform noise images (noise_fd)",
                 "budgets": None if args.runs else budgets_of(args), "seeds": args.seeds,
                 "runs_per_point": "one run per (model, budget, seed), each with its own learning-rate schedule "
                                   "aimed at its budget (separate runs, not marks along one run)",

@@ -140,7 +140,7 @@ def build(explorer: Explorer, compare_dirs: list[Path]) -> Any:
         with gr.Tab("Likelihood"):
             with gr.Row():
                 index_l = gr.Number(1, precision=0, label="test image")
-                upload_l = gr.Image(type="numpy", label="draw or upload a digit (optional)")
+                upload_l = gr.Image(type="numpy", label="upload a digit of your own (optional)")
             go_l = gr.Button("Score it", elem_id="likelihood-button")
             table = gr.Dataframe(headers=["run", "model", "bits/dim", "kind"], label="bits/dim", elem_id="likelihood-table")
             surprise = gr.Gallery(label="where the autoregressive models are surprised", columns=4, height=300,

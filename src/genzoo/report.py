@@ -58,7 +58,12 @@ def curves_png(runs: dict[str, list[dict[str, Any]]]) -> bytes | None:
         loss = [(r["global_step"], r["loss"]) for r in rows if "loss" in r]
         metric = next((k for k in ("val_bpd", "val_loss") if any(k in r for r in rows)), None)
         if loss:
-            axes[0].plot(*zip(*loss), label=name, lw=1)
+            line, = axes[0].plot(*zip(*loss), label=name, lw=1)
+            for r, nxt in zip(rows, rows[1:]):  # a stage change (the VQ models' codes, then prior) marked
+                if "stage" in r and "stage" in nxt and nxt["stage"] != r["stage"]:
+                    axes[0].axvline(nxt["global_step"], color=line.get_color(), ls="--", lw=0.8)
+                    axes[0].annotate(f"{nxt['stage']} stage", (nxt["global_step"], 1), xycoords=("data", "axes fraction"),
+                                     fontsize=7, rotation=90, va="top", ha="right", color=line.get_color())
         if metric:
             val = [(r["global_step"], r.get("seconds"), r[metric]) for r in rows if metric in r]
             axes[1].plot([v[0] for v in val], [v[2] for v in val], marker=".", label=name, lw=1)
@@ -81,11 +86,12 @@ def tradeoff_png(rows: list[dict[str, Any]]) -> bytes | None:
     if not pts:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for r in pts:
-        ax.errorbar(r["fd"], r["bits_per_dim"], yerr=r.get("bits_per_dim_se") or 0, fmt="o",
-                    mfc="none" if r["kind"] != "exact" else None, capsize=3)
-        ax.annotate(r["model"], (r["fd"], r["bits_per_dim"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    markers = "osD^v<>phX*P"
+    for i, r in enumerate(pts):  # a legend names the points: labels beside them overlap where points crowd
+        ax.errorbar(r["fd"], r["bits_per_dim"], yerr=r.get("bits_per_dim_se") or 0, fmt=markers[i % len(markers)],
+                    mfc="none" if r["kind"] != "exact" else None, capsize=3, label=r["model"])
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xscale("log")
     ax.set(xlabel="Frechet distance to the test split, genzoo features (lower is better)",
            ylabel="test bits/dim (lower is better)", title="likelihood against sample quality\n(open marker: bound)")
@@ -162,9 +168,10 @@ def _cells(r: dict[str, Any]) -> list[str]:
     if r.get("bits_per_dim_se") is not None:
         bpd += f" +- {r['bits_per_dim_se']:.4f}"
     if r.get("estimator_se"):  # a deterministic figure has no Monte-Carlo error to show
-        bpd += f" (MC se {r['estimator_se']:.4f})"
+        bpd += f" (MC se {_fmt(r['estimator_se'])})"
     est = r.get("estimate", "")
-    view = {**r, "bpd": bpd, "kind": r.get("kind", "").replace("_", " ") or "n/a",
+    model = r.get("model", "") + (" (samples near noise)" if r.get("noise_like") else "")
+    view = {**r, "model": model, "bpd": bpd, "kind": r.get("kind", "").replace("_", " ") or "n/a",
             "estimate_short": "baseline" if r.get("baseline") else ("validation estimate" if "validation" in est
                                                                      else "full" if est else "n/a")}
     if r.get("kid") is not None and r.get("kid_se") is not None:
@@ -207,9 +214,9 @@ def summary(protocol: dict[str, Any], rows: list[dict[str, Any]], baselines: lis
                            f"({best.get('kind', '').replace('_', ' ')}). ")
     behind = sorted({r["model"] for r in good if uniform is not None and r["bits_per_dim"] > uniform})
     if behind:
-        text += (f"{', '.join(behind)} end above the uniform model's {uniform:.2f} bits/dim: early in their "
-                 f"curves at this budget (a diffusion bound sums hundreds of terms, each far from its optimum "
-                 f"early in training, and can be worse than knowing nothing), not a verdict on the family. ")
+        text += (f"Above the uniform model's {uniform:.2f} bits/dim at this budget: {', '.join(behind)}. That says "
+                 f"they are early in their curves, not that their families fail: a bound far from its optimum can "
+                 f"be worse than knowing nothing, and a diffusion bound sums hundreds of such terms. ")
     return text + "A ranking holds at this budget only; compare --budgets draws the curves."
 
 
@@ -314,13 +321,19 @@ def model_card(run_dir: Path) -> tuple[str, str]:
     curves = curves_png({meta["model"]: read_metrics(run_dir)})
     title = f"genzoo model card: {meta['model']} ({run_dir.name})"
     facts = {"model": meta["model"], "config": meta.get("config"), "run": meta.get("run"), "summary": summary}
-    body = [f"<pre>{html.escape(json.dumps(facts, indent=2, default=str))}</pre>"]
+    record = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    plain = (f"{meta['model']} trained on {record.get('data', 'its data')}"
+             + (f" for {summary['best_step']} steps to its best weights" if isinstance(summary.get("best_step"), int) else "")
+             + (f". {summary['final_line']}" if isinstance(summary.get("final_line"), str) else
+                ". This run has no final figure yet (genzoo eval RUN computes it)."))
+    body = [f"<p>{html.escape(plain)}</p>", "<h2>Configuration</h2>",
+            f"<pre>{html.escape(json.dumps(facts, indent=2, default=str))}</pre>"]
     if curves:
         body += ["<h2>Training curves</h2>", _img(curves, "training curves")]
     body.append("<h2>Pictures</h2>")
     body += [f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{html.escape(str(p.relative_to(run_dir)))}"
              f"</figcaption></figure>" for p in pngs]
-    md = [f"# {title}", "", "```", json.dumps(facts, indent=2, default=str), "```", ""]
+    md = [f"# {title}", "", plain, "", "## Configuration", "", "```", json.dumps(facts, indent=2, default=str), "```", ""]
     md += [f"![{p.stem}]({p.resolve()})" for p in pngs]
     return page(title, body), "\n".join(md) + "\n"
 
