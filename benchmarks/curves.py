@@ -4,15 +4,19 @@ at three training-FLOP budgets and two training seeds, through `genzoo compare` 
 models with their verdicts, and the wall-clock seconds of the whole run on one core.
 
     OMP_NUM_THREADS=1 python3 benchmarks/curves.py [--root ../shared/data/mnist-8k] [--out DIR]
-        [--budgets 5e11,1.5e12,5e12] [--seeds 2] [--models pixelcnn,vae,glow,sohl-dickstein,flow-matching,vqvae]
+        [--budgets 5e11,1.5e12,5e12] [--seeds 2] [--samples 100] [--partial FILE]
+        [--models pixelcnn,vae,glow,sohl-dickstein,flow-matching,vqvae]
 
-The report (report.html with the curves, report.md, results.json) stays in --out (default: a
-temporary folder); the JSON names it.
+One `genzoo compare` per budget, smallest first (each with every model and seed), so that a run cut
+short keeps every budget it finished (--partial FILE is rewritten after each); the reports stay in
+--out (default: a temporary folder), with curves.png of bits/dim and FD against training FLOPs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ import torch
 
 from common import emit, log, machine
 from genzoo.cli import main as genzoo
+from genzoo.report import curve_png
 
 MODELS = "pixelcnn,vae,glow,sohl-dickstein,flow-matching,vqvae"
 
@@ -33,26 +38,41 @@ def main() -> None:
     p.add_argument("--budgets", default="5e11,1.5e12,5e12")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--models", default=MODELS)
-    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--partial", default=None, help="a JSON file rewritten after every budget (what a cut-short run keeps)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out or tempfile.mkdtemp()) / "compare-mnist"
+    root = Path(args.out or tempfile.mkdtemp())
     t0 = time.perf_counter()
-    code = genzoo(["compare", "--data", "mnist", "--root", args.root, "--models", args.models, "--budget", "flops",
-                   "--budgets", args.budgets, "--seeds", str(args.seeds), "--samples", str(args.samples),
-                   "--out", str(out), "--no-progress"])
-    seconds = time.perf_counter() - t0
-    if code != 0:
-        raise SystemExit(f"genzoo compare failed with exit code {code}")
-    results = json.loads((out / "results.json").read_text())
-    keep = ("model", "budget", "seed", "bits_per_dim", "bits_per_dim_se", "kind", "estimate", "fd", "train_steps",
-            "train_flops", "train_seconds", "error")
-    rows = [{k: r[k] for k in keep if k in r} for r in results["rows"]]
-    log(f"compare took {seconds:.0f} s")
-    emit({"benchmark": "curves", "data": "mnist-8k", "models": args.models.split(","), "budgets_flops": args.budgets,
-          "seeds": args.seeds, "seconds": round(seconds, 1), "report": str(out / "report.html"),
-          "protocol": results["protocol"]["runs_per_point"], "rows": rows, "rankings": results["rankings"],
-          "pairs": results["pairs"], "machine": machine()})
+    rows: list[dict] = []
+    result: dict = {}
+    # one compare per budget, smallest first, so that a run cut short keeps every budget it finished
+    for i, budget in enumerate(sorted(float(b) for b in args.budgets.split(","))):
+        out = root / f"compare-mnist-b{i}"
+        with contextlib.redirect_stdout(sys.stderr):  # compare's plan and table to the log: stdout is the JSON
+            code = genzoo(["compare", "--data", "mnist", "--root", args.root, "--models", args.models,
+                           "--budget", "flops", "--budgets", str(budget), "--seeds", str(args.seeds),
+                           "--samples", str(args.samples), "--out", str(out), "--no-progress"])
+        if code != 0:
+            raise SystemExit(f"genzoo compare failed with exit code {code}")
+        results = json.loads((out / "results.json").read_text())
+        keep = ("model", "budget", "seed", "bits_per_dim", "bits_per_dim_se", "kind", "estimate", "fd", "train_steps",
+                "train_flops", "train_seconds", "error")
+        rows += [{k: r[k] for k in keep if k in r} for r in results["rows"]]
+        result = {"benchmark": "curves", "data": "mnist-8k", "models": args.models.split(","), "seeds": args.seeds,
+                  "budgets_flops_done": sorted({r["budget"] for r in rows}), "samples": args.samples,
+                  "seconds": round(time.perf_counter() - t0, 1), "reports": str(root),
+                  "protocol": results["protocol"]["runs_per_point"], "rows": rows,
+                  "rankings": {**result.get("rankings", {}), **results["rankings"]},
+                  "pairs": result.get("pairs", []) + results["pairs"], "machine": machine()}
+        log(f"budget {budget:g} done after {result['seconds']:.0f} s")
+        if args.partial:
+            Path(args.partial).write_text(json.dumps(result, indent=2, default=str))
+    picture = curve_png(rows, "train_flops", "training FLOPs (log scale)")
+    if picture is not None:
+        (root / "curves.png").write_bytes(picture)
+        result["curves_png"] = str(root / "curves.png")
+    emit(result)
 
 
 if __name__ == "__main__":
