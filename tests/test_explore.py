@@ -218,3 +218,34 @@ def test_the_server_serves_no_file_outside_its_own_outputs(served, runs):
                 assert e.code in (403, 404), (route, path, e.code)
                 continue
             assert b"root:" not in body and b'"model"' not in body, (route, path)  # a page, never the file
+
+
+def test_a_flow_interpolates_through_its_latent_and_the_compare_panel_reads_only_its_folder(tmp_path):
+    from genzoo.cli import main as cli
+    from genzoo.explore_core import compare_pictures, compare_table
+
+    out = tmp_path / "cmp"
+    assert cli(["compare", "--models", "glow", "--budget", "steps", "--steps", "2", "--samples", "8", "--out", str(out),
+                "--no-progress"]) == 0
+    explorer = Explorer(load_runs([str(out)]))
+    path, text = explorer.interpolate("glow", 1, 2, 4)
+    assert path.dtype == np.uint8 and "4 points" in text
+    assert compare_table(out)[0][0] == "glow" and len(compare_pictures(out)) == 1
+    results = out / "results.json"  # a row that points outside the folder is not read
+    import json
+
+    data = json.loads(results.read_text())
+    data["rows"][0]["samples_png"] = "/etc/passwd.png"
+    results.write_text(json.dumps(data))
+    assert compare_pictures(out) == []
+
+
+def test_the_page_listens_on_this_machine_only_unless_told():
+    import argparse
+
+    from genzoo.explore import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["runs/x"])
+    assert args.host == "127.0.0.1" and args.share is False and args.port is None

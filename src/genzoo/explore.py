@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GenzooError
-from .explore_core import LIMITS, Explorer, compare_table, load_runs
+from .explore_core import LIMITS, Explorer, compare_pictures, compare_table, load_runs
 
 REQUIRES = ("gradio",)
 INSTALL = 'python3 -m pip install -c constraints.txt -e ".[explore]"'
@@ -148,8 +148,11 @@ def build(explorer: Explorer, compare_dirs: list[Path]) -> Any:
             go_l.click(guarded(explorer.likelihood), [upload_l, index_l], [table, surprise], api_name="likelihood")
         with gr.Tab("Compare"):
             rows = [row for d in compare_dirs for row in compare_table(d)]
-            gr.Dataframe(rows or [["(no compare output given)", None, None, None]],
-                         headers=["model", "bits/dim", "kind", "FD"], label="compare table")
+            gr.Dataframe(rows or [["(no compare output given: genzoo explore COMPARE_OUT shows its table)"] + [None] * 5],
+                         headers=["model", "budget", "seed", "bits/dim", "kind", "FD"], label="compare table")
+            pictures = [p for d in compare_dirs for p in compare_pictures(d)]
+            if pictures:
+                gr.Gallery(pictures, label="samples of each run", columns=4, height=360, object_fit="contain")
     return page
 
 

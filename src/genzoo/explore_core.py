@@ -293,11 +293,12 @@ class Explorer:
         run = self.run(name)
         if not hasattr(run.model, "interpolate"):
             raise GenzooError(f"run {run.name!r} ({run.model.name}) has no latent space to interpolate in "
-                              f"(vae has; the flows' latent paths are not on the page yet).")
+                              f"(vae and the flows have).")
         a, labels_a = self.image(run, None, first)
         b, labels_b = self.image(run, None, second)
         k = count(steps, "steps", LIMITS.images, 2)
-        extra = {"labels_a": labels_a, "labels_b": labels_b} if run.model.num_classes else {}
+        takes_labels = "labels_a" in inspect.signature(run.model.interpolate).parameters  # a flow's latent has no class
+        extra = {"labels_a": labels_a, "labels_b": labels_b} if run.model.num_classes and takes_labels else {}
         path = run.model.interpolate(a, b, k, **extra)
         return show(path[0], run.model.spec.levels, k), f"{run.name}: {k} points from test image {first} to {second}"
 
@@ -332,12 +333,33 @@ class Explorer:
         return np.repeat(np.repeat(np.repeat(scaled[..., None], 3, 2), SCALE, 0), SCALE, 1)
 
 
-def compare_table(directory: Path) -> list[list[Any]]:
-    """The rows of a compare output's results.json: model, bits/dim, its kind, FD where measured."""
+def compare_rows(directory: Path) -> list[dict[str, Any]]:
+    """The rows of a compare output's results.json (none without one)."""
     path = directory / "results.json"
     if not path.is_file():
         return []
     results = checkpoint.read_json(path, "compare results")
     rows = results.get("rows", []) if isinstance(results, dict) else []
-    return [[r.get("model"), r.get("bits_per_dim"), r.get("kind"), r.get("fd")] for r in rows if isinstance(r, dict)]
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def compare_table(directory: Path) -> list[list[Any]]:
+    """A compare output's table: model, budget, seed, bits/dim, its kind, FD where measured."""
+    return [[r.get("model"), r.get("budget"), r.get("seed"), r.get("bits_per_dim"), r.get("kind"), r.get("fd")]
+            for r in compare_rows(directory)]
+
+
+def compare_pictures(directory: Path) -> list[tuple[np.ndarray, str]]:
+    """(picture, caption) of the sample grids a compare output holds: read here, from inside that
+    directory only and never through a link, so that the page serves pixels, not files."""
+    found = []
+    base = directory.resolve()
+    for r in compare_rows(directory):
+        path = Path(str(r.get("samples_png", "")))
+        if path.suffix == ".png" and path.is_file() and not path.is_symlink() and base in path.resolve().parents:
+            with Image.open(path, formats=("PNG",)) as img:
+                if img.width * img.height <= LIMITS.pixels:
+                    found.append((np.asarray(img.convert("RGB")),
+                                  f"{r.get('model')} (budget {r.get('budget')}, seed {r.get('seed')})"))
+    return found
 

@@ -31,12 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from ...data.spec import Dataset, DataSpec
-from ...data.transforms import dequantize, from_unit
+from ...data.transforms import dequantize, from_unit, to_unit
 from ...errors import GenzooError
 from ...functional import float32, standard_normal_log_prob
 from ...nn.flow_layers import Split
 from ..base import Figure, LikelihoodModel, LogLikelihood
-from ..helpers import check_choices, check_temperature
+from ..helpers import check_choices, check_temperature, eval_mode
 
 Preprocess = Literal["logit", "centered"]  # logit(alpha + (1 - 2 alpha) v), or v - 1/2
 ScaleFn = Literal["tanh", "sigmoid"]
@@ -225,6 +225,22 @@ class FlowModel(LikelihoodModel):
         if labels is not None:
             z = self.class_mean[labels] + torch.exp(self.class_log_std[labels]) * z
         return from_unit(self.postprocess(self.decode(z)), self.spec.levels)
+
+    @torch.no_grad()
+    def interpolate(self, x_a: Tensor, x_b: Tensor, steps: int = 8) -> Tensor:
+        """Decode z = (1 - t) f(x_a) + t f(x_b) at `steps` evenly spaced t in [0, 1], f the flow at the
+        images' bin centres: (B, steps, C, H, W) levels, for pairs x_a, x_b (B, C, H, W)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise GenzooError(f"steps must be an integer of at least 2, got {steps!r}.")
+        x_a, x_b = self.check_input(x_a, "x_a"), self.check_input(x_b, "x_b")
+        if x_a.shape != x_b.shape:
+            raise GenzooError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}.")
+        with eval_mode(self):
+            z_a, z_b = (self.encode(self.preprocess(to_unit(x, self.spec.levels).to(self.dtype))[0])[0] for x in (x_a, x_b))
+            t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device).view(1, steps, 1)
+            z = ((1 - t) * z_a[:, None] + t * z_b[:, None]).flatten(0, 1)
+            levels = from_unit(self.postprocess(self.decode(z)), self.spec.levels)
+        return levels.view(x_a.shape[0], steps, *self.spec.shape)
 
     # -- evaluation hooks ---------------------------------------------------------------------
     @torch.no_grad()
