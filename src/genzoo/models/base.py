@@ -253,7 +253,8 @@ class GenerativeModel(nn.Module):
         Default: refused in one sentence (`inpaints` is False); a family with a principled method
         defines it."""
         raise GenzooError(f"model {self.name!r} does not inpaint: its family has no principled completion of "
-                          f"a partial image here; `genzoo inpaint --help` lists the models that do.")
+                          f"a partial image here; the autoregressive models, vae and the diffusion and flow-matching "
+                          f"models do (`genzoo inpaint --help` lists them).")
 
     def edit(self, x: Tensor, strength: float, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """SDEdit (Meng et al. 2022): x taken to the noise level `strength` in [0, 1] of the model's
