@@ -33,6 +33,7 @@ _MODELS: dict[str, str] = {
     "sohl-dickstein": "genzoo.models.diffusion.sohl_dickstein:SohlDickstein",
     "score-sde": "genzoo.models.diffusion.sde:ScoreSDE",
     "flow-matching": "genzoo.models.diffusion.flow_matching:FlowMatching",
+    "edm": "genzoo.models.diffusion.edm:EDM",
     "realnvp": "genzoo.models.flows.realnvp:RealNVP",
     "glow": "genzoo.models.flows.glow:Glow",
     # more families register here

@@ -12,7 +12,7 @@ from genzoo.data.spec import DataSpec
 from tiny import tiny
 
 SPEC = DataSpec(1, 8, 8, 17)
-MODELS = ["ddpm", "sohl-dickstein", "score-sde", "flow-matching"]
+MODELS = ["ddpm", "sohl-dickstein", "score-sde", "flow-matching", "edm"]
 
 
 def model_of(name):
