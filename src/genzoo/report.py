@@ -126,7 +126,8 @@ def curve_png(rows: list[dict[str, Any]], x_key: str, x_label: str) -> bytes | N
                 hi.append(max(values))
             line, = ax.plot(xs, ys, marker="o", lw=1.2, label=model)
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
-    for ax, what in zip(axes, ("test bits/dim (lower is better)", "Frechet distance (lower is better)")):
+    axes[1].set_yscale("log")  # an early sample grid can be orders of magnitude from the data
+    for ax, what in zip(axes, ("test bits/dim (lower is better)", "Frechet distance (lower is better, log scale)")):
         ax.set_xscale("log")
         ax.set(xlabel=x_label, ylabel=what)
         ax.grid(alpha=0.3)
