@@ -89,10 +89,17 @@ def build_unet(spec: DataSpec, config: UNetConfig, num_classes: int = 0) -> UNet
 
 
 class ContinuousTimeModel(DiffusionModel):
-    """A likelihood model whose density is that of an ODE on dequantized data; holds `self.net`."""
+    """A likelihood model whose density is that of an ODE on dequantized data; holds `self.net`, the
+    shared U-Net (with the config's classes), and trains by default as every such model does."""
 
     config: Any
     net: UNet
+    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
+                                                "ema_decay": 0.995, "eval_every": 500}
+
+    def __init__(self, spec: DataSpec, config: Any) -> None:
+        super().__init__(spec, config)
+        self.net = build_unet(spec, config, config.num_classes)
 
     @property
     def bin_width(self) -> float:

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ...data.spec import DataSpec
 from ...functional import widen
 from ..base import LogLikelihood
 from ..helpers import Callback, check_positive, check_range, report_step
-from .continuous import ContinuousTimeModel, UNetConfig, build_unet
+from .continuous import ContinuousTimeModel, UNetConfig
 from .reverse import GaussianPath
 from .samplers import Sampled, check_steps, karras_sigmas
 
@@ -64,12 +63,6 @@ class EDM(ContinuousTimeModel):
     name = "edm"
     Config = EDMConfig
     loss_unit: ClassVar[str] = "weighted squared error of the denoiser per dimension (EDM's loss)"
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
-                                                "ema_decay": 0.995, "eval_every": 500}
-
-    def __init__(self, spec: DataSpec, config: EDMConfig) -> None:
-        super().__init__(spec, config)
-        self.net = build_unet(spec, config, config.num_classes)
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise) at noise levels sigma (B,), each shaped (B, 1, 1, 1) but c_noise (B,)."""

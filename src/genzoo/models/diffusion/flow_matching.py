@@ -19,16 +19,15 @@ training (the null class); sampling uses v_u + w (v_c - v_u), w = `guidance`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ...data.spec import DataSpec
 from ...functional import standard_normal_log_prob, widen
 from ..base import LogLikelihood
 from ..helpers import Callback, check_positive, report_step
-from .continuous import ContinuousTimeModel, UNetConfig, build_unet
+from .continuous import ContinuousTimeModel, UNetConfig
 from .ode import rk45
 from .reverse import GaussianPath
 from .samplers import Sampled, check_steps, dpm_solver_pp_2m, euler, heun
@@ -61,12 +60,6 @@ class FlowMatching(ContinuousTimeModel):
     name = "flow-matching"
     Config = FlowMatchingConfig
     loss_unit: ClassVar[str] = "squared error of the velocity per dimension (conditional flow matching)"
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
-                                                "ema_decay": 0.995, "eval_every": 500}
-
-    def __init__(self, spec: DataSpec, config: FlowMatchingConfig) -> None:
-        super().__init__(spec, config)
-        self.net = build_unet(spec, config, config.num_classes)
 
     def velocity(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """v_theta(x, t), t (B,) in [0, 1], the network at time 999 t; with labels and guidance w != 1,

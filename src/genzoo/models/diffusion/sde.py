@@ -29,7 +29,7 @@ from ...errors import GenzooError
 from ...functional import widen
 from ..base import LogLikelihood
 from ..helpers import Callback, check_choices, check_positive, check_range, report_step
-from .continuous import ContinuousTimeModel, UNetConfig, build_unet
+from .continuous import ContinuousTimeModel, UNetConfig
 from .ode import METHODS
 from .reverse import GaussianPath
 from .samplers import GRID_RHO, Sampled, check_steps, gaussian_path, reporting, sigma_times
@@ -73,14 +73,11 @@ class ScoreSDE(ContinuousTimeModel):
     name = "score-sde"
     Config = ScoreSDEConfig
     loss_unit: ClassVar[str] = "squared error of the predicted noise per dimension (denoising score matching)"
-    train_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100,
-                                                "ema_decay": 0.995, "eval_every": 500}
     # training's sample grids: the probability-flow ODE by RK4 in 100 steps, not sample_steps PC steps
     quick_sample_options: ClassVar[dict[str, Any]] = {"sampler": "ode", "method": "rk4"}
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig) -> None:
         super().__init__(spec, config)
-        self.net = build_unet(spec, config, config.num_classes)
         self.sde: SDE = (VPSDE(config.beta_min, config.beta_max) if config.sde == "vp"
                          else VESDE(config.sigma_min, config.sigma_max))
 
