@@ -212,7 +212,9 @@ class GenerativeModel(nn.Module):
     def classes_to_draw(self, n: int, label: Any = None, labels: Any = None, guidance: Any = 1.0) -> Tensor | None:
         """The classes n samples are drawn from: `labels` (n,), or `label` for all, or by default the
         classes 0, 1, ... in turn; None for an unconditional model, which refuses a class or a guidance
-        weight in one sentence rather than ignore it."""
+        weight in one sentence rather than ignore it. A guidance weight is a number from -100 to 100."""
+        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not -100 <= guidance <= 100:
+            raise GenzooError(f"guidance must be a number from -100 to 100, got {guidance!r}.")
         if self.num_classes == 0:
             if label is not None or labels is not None or guidance != 1.0:
                 raise GenzooError(f"model {self.name!r} is not conditioned on classes; label, labels and guidance do "

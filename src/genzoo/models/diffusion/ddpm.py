@@ -109,8 +109,6 @@ class DDPM(DiffusionModel):
         Salimans 2022: u given the null class), the learned variance the conditional one's."""
         if labels is None:
             return self.net
-        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not -100 <= guidance <= 100:
-            raise GenzooError(f"guidance must be a number from -100 to 100, got {guidance!r}.")
         mean = self.process.output_channels(self.spec.channels) - (
             self.spec.channels if self.config.variance == "learned" else 0)
         return lambda xt, t: self.net.guided(xt, t, labels, guidance, mean)

@@ -12,8 +12,9 @@ affine map of ln sigma). Training draws ln sigma ~ N(P_mean, P_std^2) and weight
 by lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, i.e. E ||F - target||^2.
 Sampling: Heun's method (their algorithm 2) on the noise levels
     sigma_i = (sigma_max^(1/rho) + i / (N - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  rho = 7,
-then sigma = 0, with the optional churn S_churn (noise added back at each step for
-S_tmin <= sigma <= S_tmax); 2N - 1 network evaluations. The probability-flow ODE
+then sigma = 0, with the optional churn S_churn (noise added back before every step, the noise
+level raised by the factor 1 + min(S_churn / N, sqrt(2) - 1); S_tmin, S_tmax and S_noise at their
+defaults 0, inf and 1); 2N - 1 network evaluations. The probability-flow ODE
 dx/dsigma = (x - D(x, sigma)) / sigma gives the likelihood (a lower bound on the discrete image,
 with the dequantization and divergence continuous.py shares with score-sde and flow-matching), from
 the data at sigma_min to the prior N(0, sigma_max^2 I).
@@ -27,7 +28,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ...functional import widen
+from ...functional import standard_normal_log_prob, widen
 from ..base import LogLikelihood
 from ..helpers import Callback, check_positive, check_range, report_step
 from .continuous import ContinuousTimeModel, UNetConfig
@@ -110,8 +111,8 @@ class EDM(ContinuousTimeModel):
 
         smax = self.config.sigma_max
 
-        def prior(z: Tensor) -> Tensor:
-            return (-0.5 * (z / smax) ** 2 - math.log(smax) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+        def prior(z: Tensor) -> Tensor:  # log N(z; 0, sigma_max^2 I)
+            return standard_normal_log_prob(z / smax) - z[0].numel() * math.log(smax)
 
         return self.ode_bound(x, field, math.log(self.config.sigma_min), math.log(smax), prior, generator, divergence,
                               method, steps, rtol, atol)
