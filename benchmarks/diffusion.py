@@ -4,11 +4,20 @@
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --quick         # short runs, strided bound estimates
     /tmp/bench-venv/bin/python benchmarks/diffusion.py --only unet   # the U-Net against diffusers' UNet2DModel
 
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --only bound --models vdm --steps 2000,5000
+                                                                     # vdm's bound against training steps
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --only edm      # edm against ddpm at equal FLOPs
+
 Parts (--only to pick some):
-  bound    train `ddpm` (L_simple) and `sohl-dickstein` (learned variance, bound objective) with their
-           default config and train_defaults, then the variational bound on the test split in bits/dim,
-           summed over all T terms (stride 1) unless --stride says otherwise; the independent-pixel model
-           fitted on train is the reference.
+  bound    train each of --models (default `ddpm` with L_simple and `sohl-dickstein` with learned variance
+           and the bound objective) with its default config and train_defaults, or with each of the
+           --steps, then its bound on the test split in bits/dim: ddpm's and sohl-dickstein's summed over
+           all T terms (stride 1) unless --stride says otherwise, vdm's continuous-time bound with its
+           default draws per image; with the validation estimates during training (`val_curve`) and the
+           test bound at every --steps (`bound_vs_steps`). The independent-pixel model fitted on train
+           is the reference; the best non-autoregressive figure before vdm (vae, 1.894) the target's.
+  edm      `genzoo compare --models edm,ddpm --budget flops --flops 2.5e12` with ddpm's 1000-step
+           ancestral sampler: the Frechet distance of edm's Heun samples (35 NFE) against ddpm's.
   sampling the time to sample 64 images with 1000 ancestral steps and with 50 DDIM steps (same network).
   unet     training images/s of our U-Net against diffusers' UNet2DModel of about the same size
            (needs `diffusers` importable; else reported as unavailable).
@@ -29,48 +38,84 @@ from common import MNIST_8K, emit, log, machine  # noqa: E402
 from genzoo.evaluate import independent_pixel_bpd  # noqa: E402
 from genzoo.training import train, train_config_for  # noqa: E402
 
+NON_AUTOREGRESSIVE_BEST = {"model": "vae", "test_bpd": 1.894}  # the ELBO in README's table of bounds
+
+
+def likelihood_options(name: str, args) -> dict:
+    """The options of `name`'s log_likelihood: the discrete-time bounds take the stride."""
+    return {"stride": args.stride} if name in ("ddpm", "sohl-dickstein") else {}
+
 
 def bound_part(args, tr, va, te) -> dict:
     out = {"independent_pixel_bpd": independent_pixel_bpd(tr.x, te.x, te.spec.levels).value}
     models = {}
     for name in args.models.split(","):
-        torch.manual_seed(0)
-        model = genzoo.create(name, tr.spec)
-        overrides = {"sample_every": 0}
-        if args.steps:
-            overrides["steps"] = args.steps
-        cfg = train_config_for(model, **overrides)
-        saved = Path(args.load) / name if args.load else None
-        if saved is not None and saved.is_dir():
-            log(f"loading {name} from {saved}")
-            model, train_s, best = genzoo.load(saved), None, None
-        else:
-            log(f"training {name}: {cfg}")
-            t0 = time.perf_counter()
-            result = train(model, tr, va, cfg, out=None, progress=sys.stderr.isatty())
-            train_s, best = time.perf_counter() - t0, result.best_value
-            if args.save:
-                genzoo.save(model, Path(args.save) / name)
-        model.eval()
-        log(f"bound of {name} on {len(te)} test images, stride {args.stride}")
-        t0 = time.perf_counter()
-        bpd = genzoo.bits_per_dim(model, te.x, batch_size=len(te), generator=torch.Generator().manual_seed(0),
-                                  stride=args.stride)
-        models[name] = {
-            "test_bpd": bpd.value, "kind": bpd.kind,
-            "bound": "all T terms" if args.stride == 1 else f"strided estimate, every {args.stride}th term",
-            "best_val_bpd_estimate": best, "train_seconds": train_s, "eval_seconds": time.perf_counter() - t0,
-            "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "config": json.loads(json.dumps(model.config.__dict__)),
-        }
-        models[name]["_model"] = model
+        budgets = [int(s) for s in args.steps.split(",")] if args.steps else [None]
+        curve = [one_bound(name, steps, args, tr, va, te) for steps in budgets]
+        models[name] = {**curve[-1], "bound_vs_steps": [{k: c[k] for k in ("steps", "test_bpd", "test_bpd_se",
+                                                                               "train_seconds")} for c in curve]}
     if "sohl-dickstein" in models:
         sd = models["sohl-dickstein"]["test_bpd"]
         out["targets"] = {"sohl_dickstein_below_independent_pixels": sd < out["independent_pixel_bpd"]}
         if "ddpm" in models:
             out["targets"]["sohl_dickstein_below_ddpm"] = sd < models["ddpm"]["test_bpd"]
+    if "vdm" in models:
+        vdm = models["vdm"]["test_bpd"]
+        out.setdefault("targets", {}).update({"vdm_at_most_1.80": vdm <= 1.80,
+                                              "vdm_below_every_non_autoregressive_family": vdm < NON_AUTOREGRESSIVE_BEST[
+                                                  "test_bpd"], "non_autoregressive_best": NON_AUTOREGRESSIVE_BEST})
     out["models"] = models
+    return out
+
+
+def one_bound(name: str, steps: int | None, args, tr, va, te) -> dict:
+    """Train `name` (train_defaults, or `steps`), then its bound on the test split; `_model` the model."""
+    torch.manual_seed(0)
+    model = genzoo.create(name, tr.spec)
+    overrides = {"sample_every": 0}
+    if steps:
+        overrides["steps"] = steps
+    cfg = train_config_for(model, **overrides)
+    saved = Path(args.load) / name if args.load else None
+    curve = []
+    if saved is not None and saved.is_dir():
+        log(f"loading {name} from {saved}")
+        model, train_s, best = genzoo.load(saved), None, None
+    else:
+        log(f"training {name}: {cfg}")
+        t0 = time.perf_counter()
+        result = train(model, tr, va, cfg, out=None, progress=sys.stderr.isatty())
+        train_s, best = time.perf_counter() - t0, result.best_value
+        curve = [{"step": h["step"], "val_bpd": h["val_bpd"]} for h in result.history if "val_bpd" in h]
+        if args.save:
+            genzoo.save(model, Path(args.save) / name)
+    model.eval()
+    options = likelihood_options(name, args)
+    log(f"bound of {name} on {len(te)} test images, {options or 'default options'}")
+    t0 = time.perf_counter()
+    bpd = genzoo.bits_per_dim(model, te.x, batch_size=len(te), generator=torch.Generator().manual_seed(0), **options)
+    if "stride" in options:
+        how = "all T terms" if args.stride == 1 else f"strided estimate, every {args.stride}th term"
+    else:
+        how = f"{model.config.likelihood_samples} draws of (t, eps) per image" if name == "vdm" else "default options"
+    return {"test_bpd": bpd.value, "test_bpd_se": bpd.se, "kind": bpd.kind, "bound": how,
+            "best_val_bpd_estimate": best, "val_curve": curve, "train_seconds": train_s,
+            "eval_seconds": time.perf_counter() - t0, "steps": cfg.steps, "batch_size": cfg.batch_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "config": json.loads(json.dumps(model.config.__dict__)), "_model": model}
+
+
+def edm_part() -> dict:
+    """edm (Heun, 35 NFE) against ddpm (1000 ancestral steps) at 2.5e12 training FLOPs each."""
+    from compare import compare as run_compare
+
+    extra = ["--models", "edm,ddpm", "--budget", "flops", "--flops", "2.5e12", "--sample-options",
+             "ddpm:sampler=ancestral"]
+    out = run_compare(extra)
+    rows = {r["model"]: r for r in out.get("rows", [])}
+    if "edm" in rows and "ddpm" in rows:
+        out["target_edm_fd_at_most_ddpm_ancestral"] = rows["edm"]["fd"] <= rows["ddpm"]["fd"]
+    out.pop("table", None)
     return out
 
 
@@ -154,9 +199,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits")
     p.add_argument("--root", default=None)
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: train_defaults)")
+    p.add_argument("--steps", default=None, help="training steps, or several comma-separated for the bound's curve "
+                                                 "(default: train_defaults)")
     p.add_argument("--stride", type=int, default=1, help="bound stride (1: every one of the T terms)")
-    p.add_argument("--only", default="bound,sampling,unet", help="comma-separated parts")
+    p.add_argument("--only", default="bound,sampling,unet", help="comma-separated parts: bound, edm, sampling, unet")
     p.add_argument("--quick", action="store_true", help="300 training steps, stride 20, fewer timing iterations")
     p.add_argument("--models", default="ddpm,sohl-dickstein", help="models of the bound part")
     p.add_argument("--save", default=None, help="save each trained model in DIR/NAME")
@@ -167,7 +213,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.steps = args.steps or 300
+        args.steps = args.steps or "300"
         args.stride = 20 if args.stride == 1 else args.stride
     parts = set(args.only.split(","))
     root = args.root or (str(MNIST_8K) if args.data == "mnist" else None)
@@ -180,6 +226,9 @@ def main() -> None:
         trained = result["bound"]["models"].get("ddpm", {}).get("_model")
         for m in result["bound"]["models"].values():
             m.pop("_model")
+    if "edm" in parts:
+        log("edm against ddpm at 2.5e12 training FLOPs (genzoo compare)")
+        result["edm"] = edm_part()
     if "sampling" in parts:
         if trained is None:
             spec = genzoo.data.load(args.data, "test", root).spec

@@ -30,6 +30,8 @@ TINY: dict[str, dict[str, Any]] = {
                       "validation_steps": 2, "ode_rtol": 1e-3, "ode_atol": 1e-3},
     "edm": {"base_channels": 8, "attention_resolutions": (2,), "sample_steps": 3,
             "validation_steps": 2, "ode_rtol": 1e-3, "ode_atol": 1e-3},
+    "vdm": {"base_channels": 8, "attention_resolutions": (2,), "schedule_hidden": 16, "sample_steps": 4,
+            "likelihood_samples": 2, "validation_samples": 2},
     "realnvp": {"hidden_channels": 8, "num_blocks": 1, "couplings_per_scale": 1, "final_couplings": 2, "num_scales": 2},
     "glow": {"hidden_channels": 8, "num_blocks": 0, "steps_per_level": 2, "num_levels": 2},
 }

@@ -34,6 +34,7 @@ _MODELS: dict[str, str] = {
     "score-sde": "genzoo.models.diffusion.sde:ScoreSDE",
     "flow-matching": "genzoo.models.diffusion.flow_matching:FlowMatching",
     "edm": "genzoo.models.diffusion.edm:EDM",
+    "vdm": "genzoo.models.diffusion.vdm:VDM",
     "realnvp": "genzoo.models.flows.realnvp:RealNVP",
     "glow": "genzoo.models.flows.glow:Glow",
     # more families register here

@@ -19,7 +19,7 @@ from genzoo.nn.unet import UNet
 from tiny import tiny
 
 SPEC = DataSpec(1, 8, 8, 5)
-FAMILIES = ["pixelcnn", "pixelcnn++", "vae", "vqvae", "vqvae2"]
+FAMILIES = ["pixelcnn", "pixelcnn++", "vae", "vqvae", "vqvae2", "vdm"]
 
 
 def conditional(name: str) -> genzoo.GenerativeModel:

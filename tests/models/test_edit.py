@@ -12,7 +12,7 @@ from genzoo.data.spec import DataSpec
 from tiny import tiny
 
 SPEC = DataSpec(1, 8, 8, 17)
-MODELS = ["ddpm", "sohl-dickstein", "score-sde", "flow-matching", "edm"]
+MODELS = ["ddpm", "sohl-dickstein", "score-sde", "flow-matching", "edm", "vdm"]
 
 
 def model_of(name):

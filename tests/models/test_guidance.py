@@ -92,7 +92,7 @@ def test_score_sde_takes_classes_with_guidance_and_its_bound_is_of_p_x_given_y()
     assert not torch.allclose(a.nats, b.nats)  # the bound depends on the class
 
 
-@pytest.mark.parametrize("name", ["ddpm", "score-sde", "flow-matching", "edm"])
+@pytest.mark.parametrize("name", ["ddpm", "score-sde", "flow-matching", "edm", "vdm"])
 def test_a_guidance_weight_that_is_not_a_number_in_range_is_one_sentence(name):
     model = genzoo.create(name, SPEC, seed=0, **tiny(name), num_classes=2)
     for bad in ("x", 1e9, True):

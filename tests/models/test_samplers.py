@@ -93,7 +93,8 @@ CASES = [("ddpm", "ancestral", None, 20), ("ddpm", "ddim", 5, 5), ("ddpm", "eule
          ("score-sde", "pc", 4, 8), ("score-sde", "em", 4, 4), ("score-sde", "ode", None, None),
          ("score-sde", "euler", 4, 4), ("score-sde", "heun", 4, 7), ("score-sde", "dpm-solver++", 4, 4),
          ("flow-matching", "euler", 4, 4), ("flow-matching", "heun", 4, 8), ("flow-matching", "dpm-solver++", 4, 4),
-         ("flow-matching", "ode", None, None)]
+         ("flow-matching", "ode", None, None),
+         ("vdm", "ancestral", None, 4), ("vdm", "euler", 4, 4), ("vdm", "heun", 4, 8), ("vdm", "dpm-solver++", 4, 4)]
 
 
 @pytest.mark.parametrize("name,sampler,steps,nfe", CASES)

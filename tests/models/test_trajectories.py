@@ -50,6 +50,7 @@ def test_genzoo_sample_writes_the_trajectory_as_a_gif_and_a_strip(tmp_path, caps
     ("ddpm", {"sampler": "heun", "steps": 4}, 7), ("sohl-dickstein", {"sampler": "dpm-solver++", "steps": 4}, 4),
     ("flow-matching", {"sampler": "heun", "steps": 3}, 6), ("flow-matching", {"sampler": "ode"}, None),
     ("score-sde", {"sampler": "pc", "steps": 3}, None), ("score-sde", {"sampler": "euler", "steps": 3}, None),
+    ("vdm", {"sampler": "ancestral", "steps": 3}, 3), ("vdm", {"sampler": "heun", "steps": 3}, 6),
 ])
 def test_diffusion_samplers_report_x_t_and_change_nothing(name, options, steps):
     model = genzoo.create(name, DataSpec(1, 8, 8, 17), seed=0, **tiny(name)).eval()

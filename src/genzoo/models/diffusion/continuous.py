@@ -80,10 +80,10 @@ class UNetConfig(UNetFields):
         check_positive(self.exact_divergence_max_dims, "exact_divergence_max_dims", allow_zero=True)
 
 
-def build_unet(spec: DataSpec, config: UNetConfig, num_classes: int = 0) -> UNet:
-    """The shared U-Net for images of `spec`, C channels in and out."""
+def build_unet(spec: DataSpec, config: UNetFields, num_classes: int = 0, in_channels: int | None = None) -> UNet:
+    """The shared U-Net for images of `spec`, C channels out and `in_channels` (default C) in."""
     C = spec.channels
-    return UNet(C, C, min(spec.height, spec.width), config.base_channels, config.channel_mults,
+    return UNet(in_channels or C, C, min(spec.height, spec.width), config.base_channels, config.channel_mults,
                 config.num_res_blocks, config.attention_resolutions, config.dropout, config.num_heads,
                 num_classes=num_classes)
 

@@ -86,8 +86,11 @@ class GaussianPath:
         return a * x + max(sigma_t ** 2 - a ** 2 * sigma_s ** 2, 0.0) ** 0.5 * draw(x, generator)
 
     def reverse(self, x: Tensor, t: float, s: float, generator: torch.Generator | None) -> Tensor:
+        return self.posterior(x, self.denoise(x, t), t, s, generator)
+
+    def posterior(self, x: Tensor, d: Tensor, t: float, s: float, generator: torch.Generator | None) -> Tensor:
+        """x_s ~ q(x_s | x_t = x, x_0 = d): the reverse step given the data prediction d."""
         (alpha_s, sigma_s), (alpha_t, sigma_t) = self.alpha_sigma(s), self.alpha_sigma(t)
-        d = self.denoise(x, t)
         if sigma_s == 0:
             return d
         a = alpha_t / alpha_s
