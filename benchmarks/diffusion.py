@@ -6,6 +6,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --only bound --models vdm --steps 2000,5000
                                                                      # vdm's bound against training steps
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --only bound --models vdm,vdm:schedule=linear --steps 5000
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --only edm      # edm against ddpm at equal FLOPs
 
 Parts (--only to pick some):
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genzoo  # noqa: E402
 from common import MNIST_8K, emit, log, machine  # noqa: E402
+from genzoo.compare import _value  # noqa: E402
 from genzoo.evaluate import independent_pixel_bpd  # noqa: E402
 from genzoo.training import train, train_config_for  # noqa: E402
 
@@ -68,10 +71,13 @@ def bound_part(args, tr, va, te) -> dict:
     return out
 
 
-def one_bound(name: str, steps: int | None, args, tr, va, te) -> dict:
-    """Train `name` (train_defaults, or `steps`), then its bound on the test split; `_model` the model."""
+def one_bound(spec: str, steps: int | None, args, tr, va, te) -> dict:
+    """Train the model `spec` names, NAME or NAME:FIELD=VALUE+FIELD=VALUE (train_defaults, or `steps`), then its
+    bound on the test split; `_model` the model."""
+    name, _, fields = spec.partition(":")
+    overrides = {k: _value(v) for k, v in (f.split("=", 1) for f in fields.split("+") if f)}
     torch.manual_seed(0)
-    model = genzoo.create(name, tr.spec)
+    model = genzoo.create(name, tr.spec, **overrides)
     overrides = {"sample_every": 0}
     if steps:
         overrides["steps"] = steps
@@ -98,11 +104,23 @@ def one_bound(name: str, steps: int | None, args, tr, va, te) -> dict:
         how = "all T terms" if args.stride == 1 else f"strided estimate, every {args.stride}th term"
     else:
         how = f"{model.config.likelihood_samples} draws of (t, eps) per image" if name == "vdm" else "default options"
+    spread = estimator_sd(model, te.x) if name == "vdm" else None
     return {"test_bpd": bpd.value, "test_bpd_se": bpd.se, "kind": bpd.kind, "bound": how,
+            "one_draw_estimator_sd_bpd": spread,
             "best_val_bpd_estimate": best, "val_curve": curve, "train_seconds": train_s,
             "eval_seconds": time.perf_counter() - t0, "steps": cfg.steps, "batch_size": cfg.batch_size,
             "parameters": sum(p.numel() for p in model.parameters()),
             "config": json.loads(json.dumps(model.config.__dict__)), "_model": model}
+
+
+@torch.no_grad()
+def estimator_sd(model, x, draws: int = 8) -> float:
+    """The standard deviation of one draw of (t, eps) of the bound's estimate, bits/dim: the spread of
+    `draws` single-draw estimates per image, root mean square over images (what the learned schedule's
+    shape is trained to lower)."""
+    nats = torch.stack([model.log_likelihood(x, generator=torch.Generator().manual_seed(s), samples=1).nats
+                        for s in range(draws)])
+    return float(nats.var(0).mean().sqrt() / (x[0].numel() * math.log(2)))
 
 
 def edm_part() -> dict:
@@ -204,7 +222,8 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=1, help="bound stride (1: every one of the T terms)")
     p.add_argument("--only", default="bound,sampling,unet", help="comma-separated parts: bound, edm, sampling, unet")
     p.add_argument("--quick", action="store_true", help="300 training steps, stride 20, fewer timing iterations")
-    p.add_argument("--models", default="ddpm,sohl-dickstein", help="models of the bound part")
+    p.add_argument("--models", default="ddpm,sohl-dickstein",
+                   help="models of the bound part, comma-separated, each NAME or NAME:FIELD=VALUE+FIELD=VALUE")
     p.add_argument("--save", default=None, help="save each trained model in DIR/NAME")
     p.add_argument("--load", default=None, help="load DIR/NAME instead of training where it exists")
     p.add_argument("--threads", type=int, default=None)
