@@ -212,3 +212,14 @@ def test_the_decoder_is_the_same_a_few_values_at_a_time(monkeypatch):
     whole = model.reconstruction(x, torch.Generator().manual_seed(0))
     monkeypatch.setattr(module, "DECODER_CHUNK", 7)  # one value at a time (7 // 5 levels)
     torch.testing.assert_close(model.reconstruction(x, torch.Generator().manual_seed(0)), whole)
+
+
+def test_guidance_mixes_the_conditional_and_the_null_class_predictions():
+    model = vdm(num_classes=3)
+    z = torch.randn(2, *SPEC.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g, labels = torch.tensor([-2.0, 1.0], dtype=torch.float64), torch.tensor([1, 2])
+    u, c = model.eps(z, g, torch.full((2,), 3)), model.eps(z, g, labels)
+    assert not torch.allclose(u, c)
+    torch.testing.assert_close(model.eps(z, g, labels, 3.0), u + 3.0 * (c - u))
+    model.sample(2, torch.Generator().manual_seed(0), sampler="euler", steps=3, guidance=2.0, label=1)
+    assert model.sample_stats().nfe == 2 * 3
