@@ -23,8 +23,9 @@ def inverse_softplus(y: float) -> float:
 
 
 class MonotoneNet(nn.Module):
-    """h(t) and h'(t) of the module docstring, t of any shape; `hidden` sigmoid units (n).
-    At initialisation h is close to linear: a = 1 and the units' weights about 1 / hidden each."""
+    """h(t) = a t + (1/n) sum_j c_j tanh((w_j (2t - 1) + d_j) / 2) and its derivative h'(t), with a,
+    w_j, c_j > 0 (softplus of free parameters): strictly rising for any parameters; t of any shape,
+    n = `hidden` units. At initialisation a = 1 and the units together add a gentle curve."""
 
     def __init__(self, hidden: int = 1024) -> None:
         super().__init__()
