@@ -41,6 +41,7 @@ from ..helpers import Callback, check_positive, eval_mode, report_step
 from .continuous import ContinuousTimeModel, UNetFields, build_unet
 from .reverse import DiffusionModel, GaussianPath
 from .samplers import GRID_RHO, Sampled, check_steps, gaussian_path, reporting, sigma_times
+from .schedules import normal_kl
 
 VDM_SAMPLERS = ("ancestral", "euler", "heun", "dpm-solver++")
 SCHEDULES = ("learned", "linear")
@@ -114,6 +115,11 @@ class VDM(DiffusionModel):
         g0, g1 = self.end_points()
         return g0 + (g1 - g0) * s, (g1 - g0) * ds
 
+    @staticmethod
+    def alpha_sigma(gamma: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, sigma) of the variance-preserving process at gamma = -log SNR."""
+        return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
     # -- the network -----------------------------------------------------------------------------
     def features(self, z: Tensor) -> Tensor:
         """z with its Fourier features sin(2 pi z / p), cos(2 pi z / p) as extra channels."""
@@ -148,8 +154,8 @@ class VDM(DiffusionModel):
         """KL(q(z_1 | x) || N(0, I)) in nats per image (B,)."""
         _, g1 = self.end_points()
         centre = to_centered(x, self.spec.levels, dtype=g1.dtype)
-        kl = 0.5 * (torch.sigmoid(g1) + torch.sigmoid(-g1) * centre.pow(2) - 1 - F.logsigmoid(g1))
-        return kl.flatten(1).sum(1)
+        zero = torch.zeros_like(centre)
+        return normal_kl(self.alpha_sigma(g1)[0] * centre, F.logsigmoid(g1).expand_as(centre), zero, zero).flatten(1).sum(1)
 
     def diffusion(self, x: Tensor, t: Tensor, labels: Tensor | None, generator: torch.Generator | None = None,
                   shape: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -159,7 +165,8 @@ class VDM(DiffusionModel):
         g, dg = self._gamma(*(shape or self.schedule_shape(t.to(centre.dtype))))
         eps = torch.randn(centre.shape, generator=generator, device=centre.device, dtype=centre.dtype)
         col = (-1, *[1] * (centre.ndim - 1))
-        z = torch.sigmoid(-g).sqrt().view(col) * centre + torch.sigmoid(g).sqrt().view(col) * eps
+        alpha, sigma = self.alpha_sigma(g)
+        z = alpha.view(col) * centre + sigma.view(col) * eps
         error = (eps - widen(self.eps(z, g, labels))).pow(2).flatten(1).sum(1)
         return 0.5 * dg * error
 
@@ -248,8 +255,8 @@ class VDMReverse(GaussianPath):
         return self.model.gamma(torch.tensor(list(t), dtype=self.model._dtype(), device=self.model.device))[0].double()
 
     def path(self, t: Sequence[float]) -> tuple[list[float], list[float]]:
-        g = self.gammas(t)
-        return torch.sigmoid(-g).sqrt().tolist(), torch.sigmoid(g).sqrt().tolist()
+        alphas, sigmas = VDM.alpha_sigma(self.gammas(t))
+        return alphas.tolist(), sigmas.tolist()
 
     def alpha_sigma(self, t: float) -> tuple[float, float]:
         alphas, sigmas = self.path([t])
@@ -257,7 +264,7 @@ class VDMReverse(GaussianPath):
 
     def denoise(self, x: Tensor, t: float) -> Tensor:
         g = self.gammas([t])
-        alpha, sigma = float(torch.sigmoid(-g).sqrt()), float(torch.sigmoid(g).sqrt())
+        alpha, sigma = (float(v) for v in VDM.alpha_sigma(g))
         eps = self.model.eps(x, g.to(x.dtype).expand(len(x)), self.labels, self.guidance)
         return (x - sigma * eps) / alpha
 
